@@ -1,0 +1,1 @@
+"""Builders: turn image sources (CoOp folders, image folders, URLs, synthetic drawings) into FDRD shards."""
