@@ -1,11 +1,16 @@
 """The `fdrd` command line. Thin on purpose: each command parses its options, then calls into
-builders/ or benchmark/. Commands live in cli_*.py by area, each adding itself through `register`."""
+builders/ or benchmark/. Commands live in cli_*.py by area, each adding itself through `register`;
+heavy imports happen inside the commands so that `fdrd --help` stays fast."""
 
 from __future__ import annotations
 
-import typer
+import sys
 
-from fdrd import cli_bench, cli_build, cli_captions
+import typer
+from rich.console import Console
+
+from fdrd import cli_bench, cli_build, cli_captions, cli_crawl, cli_models
+from fdrd.errors import FdrdError
 
 app = typer.Typer(
     name="fdrd",
@@ -15,12 +20,17 @@ app = typer.Typer(
     add_completion=False,
 )
 
-for area in (cli_build, cli_captions, cli_bench):
+for area in (cli_build, cli_captions, cli_crawl, cli_models, cli_bench):
     area.register(app)
 
 
 def main() -> None:
-    app()
+    """Entry point: user-facing errors become one red line and exit status 2, not a traceback."""
+    try:
+        app()
+    except FdrdError as error:
+        Console(stderr=True).print(f"[bold red]error:[/] {error}", highlight=False)
+        sys.exit(2)
 
 
 if __name__ == "__main__":
