@@ -1,0 +1,155 @@
+"""Typed attribute spans in captions (colour, pattern, size, shape, pose, count, background).
+
+The vocabulary is data (vocabulary.json next to this file, documented in docs/captions.md) and users
+extend it with their own file. Matching is whole-word and case-insensitive, the longest entry wins,
+and spans never overlap; every span's offsets slice the caption exactly, which
+`fdrd.schema.validate_record` checks on every written row.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from fdrd.errors import FdrdError
+from fdrd.schema import ATTRIBUTE_TYPES
+
+DEFAULT_VOCABULARY = Path(__file__).with_name("vocabulary.json")
+_KNOWN_KEYS = {"_about", "attributes", "domain_attributes", "synonyms", "head_nouns"}
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """Attribute entries per type (shared and per domain), synonym groups and head nouns per domain."""
+
+    attributes: dict[str, tuple[str, ...]]
+    domain_attributes: dict[str, dict[str, tuple[str, ...]]] = field(default_factory=dict)
+    synonyms: tuple[frozenset[str], ...] = ()
+    head_nouns: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def for_domain(self, domain: str) -> dict[str, tuple[str, ...]]:
+        """Entries per type that apply in `domain`: the shared ones plus the domain's own."""
+        extra = self.domain_attributes.get(domain, {})
+        return {
+            kind: tuple(dict.fromkeys(self.attributes.get(kind, ()) + extra.get(kind, ())))
+            for kind in ATTRIBUTE_TYPES
+            if self.attributes.get(kind) or extra.get(kind)
+        }
+
+    def nouns_for(self, domain: str) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(self.head_nouns.get(domain, ()) + self.head_nouns.get("default", ())))
+
+    def are_synonyms(self, a: str, b: str) -> bool:
+        a, b = a.lower(), b.lower()
+        return a == b or any(a in group and b in group for group in self.synonyms)
+
+    @cached_property
+    def _matchers(self) -> dict[str, re.Pattern[str]]:
+        return {}
+
+    def matcher(self, domain: str) -> tuple[re.Pattern[str], dict[str, str]]:
+        """One regex for the domain's whole vocabulary (longest entry first) and entry -> type."""
+        cached = self._matchers.get(domain)
+        if cached is None:
+            entry_type: dict[str, str] = {}
+            for kind, entries in self.for_domain(domain).items():
+                for entry in entries:
+                    # The first type that lists an entry owns it (documented in docs/captions.md).
+                    entry_type.setdefault(entry.lower(), kind)
+            ordered = sorted(entry_type, key=lambda e: (-len(e), e))
+            body = "|".join(r"\s+".join(re.escape(w) for w in e.split()) for e in ordered) or r"(?!x)x"
+            cached = (re.compile(rf"(?<![^\W_])(?:{body})(?![^\W_])", re.IGNORECASE), entry_type)
+            self._matchers[domain] = cached
+        return cached
+
+
+def _entries(data: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(data, list) or not all(isinstance(e, str) and e.strip() for e in data):
+        raise FdrdError(f"{where}: expected a list of non-empty strings; fix the vocabulary file")
+    return tuple(" ".join(e.split()) for e in data)
+
+
+def _typed_entries(data: Any, where: str) -> dict[str, tuple[str, ...]]:
+    if not isinstance(data, dict):
+        raise FdrdError(f"{where}: expected an object of attribute type -> list of words")
+    unknown = sorted(set(data) - set(ATTRIBUTE_TYPES))
+    if unknown:
+        raise FdrdError(
+            f"{where}: unknown attribute type(s) {', '.join(unknown)}; use one of {', '.join(ATTRIBUTE_TYPES)}"
+        )
+    return {kind: _entries(values, f"{where}.{kind}") for kind, values in data.items()}
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FdrdError(f"{path}: vocabulary file not found; check the --vocabulary path") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise FdrdError(f"{path}: not valid JSON ({error}); fix the vocabulary file") from None
+    if not isinstance(data, dict) or set(data) - _KNOWN_KEYS:
+        extra = sorted(set(data) - _KNOWN_KEYS) if isinstance(data, dict) else ["<not an object>"]
+        raise FdrdError(f"{path}: unknown key(s) {', '.join(extra)}; allowed: {', '.join(sorted(_KNOWN_KEYS))}")
+    return data
+
+
+def _merge(into: dict[str, tuple[str, ...]], more: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+    out = dict(into)
+    for key, values in more.items():
+        out[key] = tuple(dict.fromkeys(out.get(key, ()) + values))
+    return out
+
+
+def load_vocabulary(extra_path: str | Path | None = None) -> Vocabulary:
+    """The built-in vocabulary, extended by the entries of `extra_path` (same keys) when given."""
+    attributes: dict[str, tuple[str, ...]] = {}
+    domain_attributes: dict[str, dict[str, tuple[str, ...]]] = {}
+    synonyms: list[frozenset[str]] = []
+    head_nouns: dict[str, tuple[str, ...]] = {}
+    for path in [DEFAULT_VOCABULARY] + ([Path(extra_path)] if extra_path else []):
+        data = _read(path)
+        attributes = _merge(attributes, _typed_entries(data.get("attributes", {}), f"{path}: attributes"))
+        for domain, typed in (data.get("domain_attributes") or {}).items():
+            where = f"{path}: domain_attributes.{domain}"
+            domain_attributes[domain] = _merge(domain_attributes.get(domain, {}), _typed_entries(typed, where))
+        for i, group in enumerate(data.get("synonyms") or []):
+            synonyms.append(frozenset(e.lower() for e in _entries(group, f"{path}: synonyms[{i}]")))
+        nouns = data.get("head_nouns") or {}
+        if not isinstance(nouns, dict):
+            raise FdrdError(f"{path}: head_nouns must be an object of domain -> list of nouns")
+        head_nouns = _merge(head_nouns, {d: _entries(n, f"{path}: head_nouns.{d}") for d, n in nouns.items()})
+    return Vocabulary(attributes, domain_attributes, tuple(synonyms), head_nouns)
+
+
+def _masked(text: str, protected: list[tuple[int, int]]) -> str:
+    """`text` with protected spans blanked out (same length, so offsets stay valid)."""
+    chars = list(text)
+    for start, end in protected:
+        chars[start:end] = "\x00" * (end - start)
+    return "".join(chars)
+
+
+def extract_attributes(
+    caption: str,
+    vocabulary: Vocabulary,
+    domain: str = "",
+    protected: list[tuple[int, int]] | None = None,
+) -> list[dict[str, Any]]:
+    """Attribute spans of `caption` as schema rows (name, value, char_start, char_end), left to right.
+
+    `protected` spans (the category name: "Russian Blue" is a breed, not a colour) are never part
+    of an attribute.
+    """
+    pattern, entry_type = vocabulary.matcher(domain)
+    text = _masked(caption, protected or [])
+    spans = []
+    for match in pattern.finditer(text):
+        value = match.group(0)
+        kind = entry_type[" ".join(value.lower().split())]
+        spans.append({"name": kind, "value": caption[match.start() : match.end()], "char_start": match.start(),
+                      "char_end": match.end()})
+    return spans
