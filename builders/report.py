@@ -1,0 +1,69 @@
+"""What a build tells its user: `rejected.jsonl` (every input that did not become a row, and why)
+and the summary table printed at the end of `fdrd build` and `fdrd validate`."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from fdrd.manifest import write_text_atomic
+
+REJECTED_NAME = "rejected.jsonl"
+
+
+def split_order(split: str) -> tuple[int, str]:
+    """Splits in reading order (train, val, test, pretrain), unknown ones last."""
+    order = ("train", "val", "test", "pretrain")
+    return (order.index(split) if split in order else len(order), split)
+
+
+@dataclass(frozen=True)
+class RejectedInput:
+    domain: str
+    split: str
+    original: str  # source path or URL, as the source named it
+    reason: str
+    stage: str  # source, normalize, captions, dedup, annotations
+
+    def to_json(self) -> dict[str, str]:
+        return asdict(self)
+
+
+def write_rejected(directory: str | os.PathLike, rejected: Iterable[RejectedInput]) -> Path:
+    """rejected.jsonl, one JSON object per line, in build order; written atomically."""
+    path = Path(directory) / REJECTED_NAME
+    lines = [json.dumps(r.to_json(), ensure_ascii=False, sort_keys=True) for r in rejected]
+    write_text_atomic(path, "".join(line + "\n" for line in lines))
+    return path
+
+
+def read_rejected(directory: str | os.PathLike) -> list[dict[str, str]]:
+    path = Path(directory) / REJECTED_NAME
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def summary_table(manifest: Mapping[str, Any], title: str = "FDRD build") -> Table:
+    """Per domain and split: images, categories, rejected inputs, near duplicates, leaks."""
+    table = Table(title=f"{title}: {manifest.get('rows', 0)} rows, content hash {manifest.get('content_hash', '')[:16]}")
+    for column in ("domain", "split", "images", "categories", "rejected", "near dups", "leaks"):
+        table.add_column(column, justify="left" if column in ("domain", "split") else "right")
+    for domain, info in manifest.get("domains", {}).items():
+        for split, counts in sorted(info.get("splits", {}).items(), key=lambda pair: split_order(pair[0])):
+            table.add_row(
+                domain,
+                split,
+                str(counts.get("images", 0)),
+                str(counts.get("categories", 0)),
+                str(counts.get("rejected", 0)),
+                str(counts.get("near_duplicates", 0)),
+                str(counts.get("leaks", 0)),
+            )
+    return table
