@@ -21,6 +21,7 @@ and is picked by backend="auto" on the devices it claims.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -88,52 +89,108 @@ def _caption_offsets(text_to_image: torch.Tensor, num_images: int) -> tuple[torc
     return order, offsets
 
 
+# Counting the True entries of a boolean tile is as slow as the comparison that made it when torch
+# widens every bool to an integer. Reading eight bools at once as one int64 word adds eight counters
+# in parallel (one per byte lane); a lane holds at most 255, so at most this many words are summed
+# before the lanes are split apart. Little-endian only: byte k of a word is then column 8w + k.
+_LANE_LIMIT = 255
+_PACKED_COUNTS = sys.byteorder == "little"
+
+
+def count_true_per_row(mask: torch.Tensor) -> torch.Tensor:
+    """`mask.sum(1)` for a contiguous 2-D bool tensor, eight entries per machine word."""
+    rows, cols = mask.shape
+    if not _PACKED_COUNTS or cols % 8 or not mask.is_contiguous() or mask.device.type != "cpu":
+        return mask.sum(1, dtype=torch.int64)
+    words = mask.view(torch.int64)
+    counts = torch.zeros(rows, dtype=torch.int64, device=mask.device)
+    for start in range(0, words.shape[1], _LANE_LIMIT):
+        lanes = words[:, start : start + _LANE_LIMIT].sum(1)
+        counts += lanes.view(torch.uint8).view(rows, 8).sum(1, dtype=torch.int64)
+    return counts
+
+
+def count_true_per_column(mask: torch.Tensor) -> torch.Tensor:
+    """`mask.sum(0)` for a contiguous 2-D bool tensor, eight entries per machine word."""
+    rows, cols = mask.shape
+    if not _PACKED_COUNTS or cols % 8 or not mask.is_contiguous() or mask.device.type != "cpu":
+        return mask.sum(0, dtype=torch.int64)
+    words = mask.view(torch.int64)
+    counts = torch.zeros(cols, dtype=torch.int64, device=mask.device)
+    for start in range(0, rows, _LANE_LIMIT):
+        lanes = words[start : start + _LANE_LIMIT].sum(0)
+        counts += lanes.view(torch.uint8).to(torch.int64)
+    return counts
+
+
 def torch_blocked_ranks(
     image_emb: torch.Tensor, text_emb: torch.Tensor, text_to_image: torch.Tensor, block_size: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact ranks of the positives with O((N + M) * D + block^2) memory."""
+    """Exact ranks of the positives with O((N + M) * D + block^2) memory.
+
+    Captions are reordered so that those of image block b form caption block b. The diagonal tile
+    (b, b) then holds every positive of both blocks: it is computed first and alone gives the
+    thresholds (positive scores) of its images and captions, so the positives are compared against
+    the very values they were taken from. Off-diagonal tiles hold no positive at all and are counted
+    plainly. Every tile is computed exactly once.
+    """
     num_images, num_texts = image_emb.shape[0], text_emb.shape[0]
     device = image_emb.device
     order, offsets = _caption_offsets(text_to_image, num_images)
+    grouped_text = text_emb[order]
+    grouped_owner = text_to_image[order]
+    row_bounds = list(range(0, num_images, block_size)) + [num_images]
+    col_bounds = [int(offsets[bound]) for bound in row_bounds]
+    blocks = [
+        (row_bounds[b], row_bounds[b + 1], col_bounds[b], col_bounds[b + 1]) for b in range(len(row_bounds) - 1)
+    ]
+    widest = max(col_stop - col_start for _, _, col_start, col_stop in blocks)
+    # One tile buffer and one mask buffer, reused: no allocation per tile.
+    tile_buffer = torch.empty(min(block_size, num_images) * widest, dtype=torch.float32, device=device)
+    mask_buffer = torch.empty(tile_buffer.shape, dtype=torch.bool, device=device)
 
-    # Positive scores. Image i's is the best of its captions; caption j's is the score of its image.
-    # Both come from products of the same rows and columns as the tiles below; the tiles exclude
-    # positives by index, so these values only decide which OTHER candidates tie or beat them.
-    image_positive = torch.full((num_images,), float("-inf"), dtype=torch.float32, device=device)
+    def tile_of(row_start: int, row_stop: int, col_start: int, col_stop: int) -> torch.Tensor:
+        shape = (row_stop - row_start, col_stop - col_start)
+        tile = tile_buffer[: shape[0] * shape[1]].view(shape)
+        return torch.matmul(image_emb[row_start:row_stop], grouped_text[col_start:col_stop].T, out=tile)
+
+    def at_least(tile: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
+        mask = mask_buffer[: tile.numel()].view(tile.shape)
+        return torch.ge(tile, threshold, out=mask)
+
+    image_positive = torch.empty(num_images, dtype=torch.float32, device=device)
     text_positive = torch.empty(num_texts, dtype=torch.float32, device=device)
-    for start in range(0, num_images, block_size):
-        stop = min(start + block_size, num_images)
-        captions = order[offsets[start] : offsets[stop]]
-        scores = image_emb[start:stop] @ text_emb[captions].T
-        own = scores[text_to_image[captions] - start, torch.arange(len(captions), device=device)]
-        text_positive[captions] = own
-        image_positive[start:stop] = image_positive[start:stop].scatter_reduce(
-            0, text_to_image[captions] - start, own, reduce="amax"
-        )
-
     image_beaten = torch.zeros(num_images, dtype=torch.int64, device=device)
     text_beaten = torch.zeros(num_texts, dtype=torch.int64, device=device)
-    for row_start in range(0, num_images, block_size):
-        row_stop = min(row_start + block_size, num_images)
-        rows = image_emb[row_start:row_stop]
+
+    for row_start, row_stop, col_start, col_stop in blocks:
+        tile = tile_of(row_start, row_stop, col_start, col_stop)
+        local_owner = grouped_owner[col_start:col_stop] - row_start
+        own = tile[local_owner, torch.arange(col_stop - col_start, device=device)]
+        text_positive[col_start:col_stop] = own
+        best = torch.full((row_stop - row_start,), float("-inf"), dtype=torch.float32, device=device)
+        best = best.scatter_reduce(0, local_owner, own, reduce="amax")
+        image_positive[row_start:row_stop] = best
+        # Take back the positives the counts include: each caption's own image (exactly once, its
+        # score is its threshold) and, per image, those of its captions that tie its best one.
+        image_beaten[row_start:row_stop] += count_true_per_row(at_least(tile, best[:, None]))
+        image_beaten[row_start:row_stop].index_add_(0, local_owner, -(own >= best[local_owner]).long())
+        text_beaten[col_start:col_stop] += count_true_per_column(at_least(tile, own[None, :])) - 1
+
+    for row_start, row_stop, own_col_start, _ in blocks:
         row_threshold = image_positive[row_start:row_stop, None]
-        for col_start in range(0, num_texts, block_size):
-            col_stop = min(col_start + block_size, num_texts)
-            tile = rows @ text_emb[col_start:col_stop].T
-            col_threshold = text_positive[None, col_start:col_stop]
-            image_beaten[row_start:row_stop] += (tile >= row_threshold).sum(1)
-            text_beaten[col_start:col_stop] += (tile >= col_threshold).sum(0)
-            # Take back the positives (caption j and its own image) that the two counts just included.
-            owners = text_to_image[col_start:col_stop]
-            inside = (owners >= row_start) & (owners < row_stop)
-            if inside.any():
-                cols = torch.nonzero(inside).squeeze(1)
-                pos_rows = owners[cols] - row_start
-                pos_scores = tile[pos_rows, cols]
-                row_hits = (pos_scores >= image_positive[pos_rows + row_start]).long()
-                image_beaten.index_add_(0, pos_rows + row_start, -row_hits)
-                text_beaten[cols + col_start] -= (pos_scores >= text_positive[cols + col_start]).long()
-    return image_beaten + 1, text_beaten + 1
+        for _, _, col_start, col_stop in blocks:
+            if col_start == own_col_start:
+                continue
+            tile = tile_of(row_start, row_stop, col_start, col_stop)
+            image_beaten[row_start:row_stop] += count_true_per_row(at_least(tile, row_threshold))
+            text_beaten[col_start:col_stop] += count_true_per_column(
+                at_least(tile, text_positive[None, col_start:col_stop])
+            )
+
+    text_ranks = torch.empty_like(text_beaten)
+    text_ranks[order] = text_beaten + 1
+    return image_beaten + 1, text_ranks
 
 
 register_recall_backend(

@@ -113,18 +113,31 @@ def test_half_precision_inputs_are_ranked_in_float32():
 
 def test_tiles_never_exceed_the_block(monkeypatch):
     seen = []
-    real_matmul = torch.Tensor.__matmul__
+    real_matmul = torch.matmul
 
-    def spy(left, right):
-        out = real_matmul(left, right)
+    def spy(left, right, **kwargs):
+        out = real_matmul(left, right, **kwargs)
         seen.append(tuple(out.shape))
         return out
 
-    monkeypatch.setattr(torch.Tensor, "__matmul__", spy)
+    monkeypatch.setattr(torch, "matmul", spy)
     generator = torch.Generator().manual_seed(5)
+    owners = torch.arange(70) % 50
     retrieval_recall(torch.randn(50, 4, generator=generator), torch.randn(70, 4, generator=generator),
-                     torch.arange(70) % 50, block_size=16)
-    assert seen and all(rows <= 16 and cols <= 16 * 2 for rows, cols in seen)
+                     owners, block_size=16)
+    # A tile is 16 images by the captions of at most 16 images (images 0..19 have two captions).
+    most_captions = max(int(torch.bincount(owners)[start : start + 16].sum()) for start in range(0, 50, 16))
+    assert len(seen) == 16  # 4 x 4 blocks, each computed exactly once
+    assert all(rows <= 16 and cols <= most_captions for rows, cols in seen)
+
+
+@pytest.mark.parametrize("shape", [(1, 8), (3, 5), (300, 16), (7, 8 * 300), (256, 2048), (513, 24)])
+def test_packed_true_counts_equal_plain_sums(shape):
+    generator = torch.Generator().manual_seed(shape[0] * 7 + shape[1])
+    for density in (0.0, 0.3, 1.0):
+        mask = torch.rand(shape, generator=generator) < density
+        assert torch.equal(recall_module.count_true_per_row(mask), mask.sum(1))
+        assert torch.equal(recall_module.count_true_per_column(mask), mask.sum(0))
 
 
 @pytest.mark.parametrize(
