@@ -245,6 +245,8 @@ class ClipBackbone(nn.Module):
             mask = torch.cat([mask[:, :1], mask.new_ones(batch, n_ctx), mask[:, 1:]], dim=1)
         elif deep_ctx:
             raise ValueError("deep_ctx replaces the shallow context tokens; pass shallow_ctx as well")
+        if deep_ctx is not None and len(deep_ctx) > len(text.encoder.layers) - 1:
+            raise ValueError(f"deep_ctx has {len(deep_ctx)} entries; the text tower has layers 1..{self.text_layers - 1}")
         sequence = tokens.shape[1]
         if sequence > self.context_length:
             raise FdrdError(
@@ -286,6 +288,8 @@ class ClipBackbone(nn.Module):
             hidden = torch.cat([hidden, prompts], dim=1)
         elif deep_prompts:
             raise ValueError("deep_prompts replace the shallow visual prompts; pass shallow_prompts as well")
+        if deep_prompts is not None and len(deep_prompts) > self.vision_layers - 1:
+            raise ValueError(f"deep_prompts has {len(deep_prompts)} entries; the image tower has layers 1..{self.vision_layers - 1}")
         hidden = vision.pre_layrnorm(hidden)
         for index, layer in enumerate(vision.encoder.layers):
             if index > 0 and deep_prompts is not None and index - 1 < len(deep_prompts):

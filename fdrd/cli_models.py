@@ -1,7 +1,123 @@
-"""Commands of this area (filled by its owner)."""
+"""Model commands: `fdrd model tiny` builds an untrained tiny CLIP, `fdrd pretrain` trains it on the
+synthetic `pretrain` split. Both write folders that `--model DIR` of `fdrd bench` loads like a Hub id."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
 
 import typer
+from rich.console import Console
+
+from fdrd.errors import FdrdError
+
+model_app = typer.Typer(help="Build model checkpoints for offline use.", no_args_is_help=True)
+
+
+def _spec(image_size: int, patch: int, width: int, layers: int, heads: int, embed_dim: int, context_length: int,
+          vocab_size: int):
+    from benchmark.tiny import TinyClipSpec
+
+    spec = TinyClipSpec(
+        image_size=image_size, patch_size=patch, vision_width=width, vision_layers=layers, text_width=width,
+        text_layers=layers, heads=heads, embed_dim=embed_dim, context_length=context_length, vocab_size=vocab_size,
+    )
+    spec.check()
+    return spec
+
+
+def _captions_from(captions_file: Path | None, data: Path | None) -> list[str]:
+    if captions_file is not None:
+        if not captions_file.is_file():
+            raise FdrdError(f"{captions_file}: no such captions file (one caption per line)")
+        return [line.strip() for line in captions_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if data is not None:
+        from benchmark.pretrain import load_pairs
+
+        return load_pairs(data, "pretrain").captions
+    raise FdrdError("fdrd model tiny: give --captions FILE or --data DIR to train the tokenizer on")
 
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.add_typer(model_app, name="model")
+
+    @model_app.command("tiny")
+    def tiny(
+        out: Path = typer.Option(..., "--out", help="Folder to write the model to (save_pretrained layout)."),
+        captions: Path = typer.Option(None, "--captions", help="Text file, one caption per line, for the tokenizer."),
+        data: Path = typer.Option(None, "--data", help="A built dataset: its pretrain captions train the tokenizer."),
+        image_size: int = typer.Option(64, "--image-size"),
+        patch: int = typer.Option(8, "--patch"),
+        width: int = typer.Option(64, "--width", help="Width of both towers."),
+        layers: int = typer.Option(2, "--layers", help="Depth of both towers."),
+        heads: int = typer.Option(2, "--heads"),
+        embed_dim: int = typer.Option(64, "--embed-dim", help="Shared image-text embedding width."),
+        context_length: int = typer.Option(77, "--context-length"),
+        vocab_size: int = typer.Option(1000, "--vocab-size", help="Upper bound; small corpora give fewer tokens."),
+        seed: int = typer.Option(0, "--seed"),
+    ) -> None:
+        """Build an untrained tiny CLIP with a tokenizer trained on your captions."""
+        from benchmark.tiny import save_tiny_clip
+
+        spec = _spec(image_size, patch, width, layers, heads, embed_dim, context_length, vocab_size)
+        folder = save_tiny_clip(out, spec, _captions_from(captions, data), seed=seed)
+        Console().print(f"tiny CLIP written to {folder}")
+
+    @app.command("pretrain")
+    def pretrain(
+        data: Path = typer.Option(..., "--data", help="A built synthetic FDRD folder (with its pretrain split)."),
+        out: Path = typer.Option(..., "--out", help="Folder to write the pretrained model to."),
+        steps: int = typer.Option(1500, "--steps"),
+        minutes: float = typer.Option(None, "--minutes", help="Stop after this much wall-clock time."),
+        batch_size: int = typer.Option(128, "--batch-size"),
+        lr: float = typer.Option(2e-3, "--lr"),
+        seed: int = typer.Option(0, "--seed"),
+        image_size: int = typer.Option(64, "--image-size"),
+        patch: int = typer.Option(8, "--patch"),
+        width: int = typer.Option(64, "--width"),
+        layers: int = typer.Option(2, "--layers"),
+        heads: int = typer.Option(2, "--heads"),
+        embed_dim: int = typer.Option(64, "--embed-dim"),
+        context_length: int = typer.Option(77, "--context-length"),
+        vocab_size: int = typer.Option(1000, "--vocab-size"),
+        no_cache: bool = typer.Option(False, "--no-cache", help="Train even if the cache holds this model."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out folder."),
+    ) -> None:
+        """Contrastive pretraining of a tiny CLIP (cached under $FDRD_CACHE or ~/.cache/fdrd)."""
+        from benchmark.pretrain import REPORT_NAME, PretrainConfig, pretrained_tiny_clip, train_and_save
+
+        if out.exists() and any(out.iterdir()) and not overwrite:
+            raise FdrdError(f"{out}: folder exists and is not empty; pass --overwrite or another --out")
+        spec = _spec(image_size, patch, width, layers, heads, embed_dim, context_length, vocab_size)
+        config = PretrainConfig(steps=steps, minutes=minutes, batch_size=batch_size, lr=lr, seed=seed)
+        if out.exists():
+            shutil.rmtree(out)
+        if no_cache:
+            train_and_save(data, out, spec, config)
+        else:
+            shutil.copytree(pretrained_tiny_clip(data, spec, config), out)
+        _print_report(out / REPORT_NAME)
+
+
+def _print_report(path: Path) -> None:
+    import json
+
+    from rich.table import Table
+
+    report = json.loads(path.read_text())
+    table = Table(title=f"zero-shot test recall of {path.parent} (%, chance in brackets)")
+    for column in ("domain", "n", "i2t R@1", "i2t R@5", "i2t R@10", "t2i R@1", "t2i R@5", "t2i R@10"):
+        table.add_column(column)
+    rows = dict(report["zero_shot_test"]["domains"])
+    rows["mean"] = report["zero_shot_test"]["mean"]
+    for domain, m in rows.items():
+        cells = [domain, str(m.get("n", ""))]
+        for direction in ("i2t", "t2i"):
+            cells += [f"{m[f'{direction}_r{k}']:.1f} ({m[f'chance_r{k}']:.1f})" for k in (1, 5, 10)]
+        table.add_row(*cells)
+    console = Console()
+    console.print(table)
+    console.print(
+        f"{report['steps_done']} steps in {report['train_seconds']} s on {report['torch_threads']} threads, "
+        f"loss {report['first_loss']:.3f} -> {report['last_loss']:.3f}, temperature {report['temperature']:.4f}"
+    )

@@ -1,0 +1,305 @@
+"""Contrastive pretraining of the tiny CLIP on a built dataset's `pretrain` split, cached by content.
+
+CLIP's recipe in miniature: symmetric InfoNCE with a learnable temperature, every weight trained,
+AdamW with linear warm-up then cosine decay. The result is a checkpoint folder that
+`ClipBackbone.from_pretrained` loads like any Hub CLIP, plus `pretrain_report.json` with the zero-shot
+recall it reaches on the dataset's test split per domain (and chance, for comparison).
+
+`pretrained_tiny_clip(data_dir, ...)` caches the folder under
+$FDRD_CACHE (default ~/.cache/fdrd)/tiny-clip/<hash of spec + config + dataset content hash>, guarded
+by a file lock so parallel test workers train it once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from benchmark.tiny import TinyClipSpec, build_tiny_clip, save_clip
+from fdrd.errors import FdrdError
+from fdrd.manifest import read_manifest, write_json_atomic
+
+REPORT_NAME = "pretrain_report.json"
+CACHE_FORMAT = 1  # bump when the training code changes what a given key produces
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainConfig:
+    """Budget and optimiser of the tiny pretraining; every field is part of the cache key."""
+
+    steps: int = 1500
+    minutes: float | None = None  # stop early when this wall-clock budget is spent (makes runs machine-dependent)
+    batch_size: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 0.1
+    warmup_steps: int = 50
+    init_temperature: float = 0.07  # CLIP's initial tau
+    max_logit_scale: float = 100.0  # CLIP clamps exp(logit_scale) here to keep training stable
+    max_shift: int = 4  # random translation in pixels, a cheap augmentation that keeps attributes true
+    seed: int = 0
+    max_images: int | None = None  # use at most this many pretrain pairs (tests use a small budget)
+
+
+@dataclasses.dataclass
+class Pairs:
+    """Image-caption pairs as tensors ready for training or evaluation."""
+
+    pixel_values: torch.Tensor  # (N, 3, H, W)
+    captions: list[str]
+    domains: list[str]
+
+
+def load_pairs(data_dir: str | Path, split: str, max_images: int | None = None, processor: Any = None) -> Pairs:
+    """All domains' rows of `split` from a built FDRD folder (config "all"), images preprocessed."""
+    import datasets
+
+    data_dir = Path(data_dir)
+    if not (data_dir / "manifest.json").is_file():
+        raise FdrdError(f"{data_dir}: no manifest.json; build the dataset first with `fdrd build --out {data_dir}`")
+    try:
+        table = datasets.load_dataset(str(data_dir), "all", split=split)
+    except (ValueError, FileNotFoundError) as error:
+        raise FdrdError(f"{data_dir}: cannot load split {split!r} ({error}); pretraining needs a synthetic build "
+                        "with --split all") from error
+    if max_images is not None and len(table) > max_images:
+        # An even stride keeps every domain and category represented in a small budget.
+        table = table.select(range(0, len(table), math.ceil(len(table) / max_images)))
+    if len(table) == 0:
+        raise FdrdError(f"{data_dir}: split {split!r} is empty")
+    captions = list(table["caption"])
+    domains = list(table["domain"])
+    pixel_values = None
+    if processor is not None:
+        pixel_values = preprocess_all(processor, table)
+    return Pairs(pixel_values=pixel_values, captions=captions, domains=domains)
+
+
+def preprocess_all(processor: Any, table: Any, chunk: int = 256) -> torch.Tensor:
+    parts = []
+    for start in range(0, len(table), chunk):
+        images = [image.convert("RGB") for image in table[start : start + chunk]["image"]]
+        parts.append(processor(images=images, return_tensors="pt")["pixel_values"])
+    return torch.cat(parts)
+
+
+def random_shift(pixel_values: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
+    """Translate each image by up to max_shift pixels (edge-padded), one offset per image."""
+    if max_shift <= 0:
+        return pixel_values
+    batch, _, height, width = pixel_values.shape
+    padded = F.pad(pixel_values, (max_shift,) * 4, mode="replicate")
+    offsets = torch.randint(0, 2 * max_shift + 1, (batch, 2), generator=generator)
+    return torch.stack(
+        [padded[i, :, y : y + height, x : x + width] for i, (y, x) in enumerate(offsets.tolist())]
+    )
+
+
+def learning_rate(step: int, config: PretrainConfig, total: int) -> float:
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(1, total - config.warmup_steps)
+    return config.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def pretrain(
+    pairs: Pairs, tokenizer_captions: Sequence[str], spec: TinyClipSpec, config: PretrainConfig, progress: bool = True
+) -> tuple[Any, list[float]]:
+    """Train a freshly built tiny CLIP on `pairs`; returns (backbone, loss per step)."""
+    from benchmark.backbone import ClipBackbone
+
+    torch.manual_seed(config.seed)
+    model, tokenizer, processor = build_tiny_clip(spec, tokenizer_captions, seed=config.seed)
+    model.logit_scale.data.fill_(math.log(1 / config.init_temperature))
+    backbone = ClipBackbone(model, tokenizer, processor, model_id="tiny-clip", revision="training")
+    backbone.set_frozen(False)
+    tokens = backbone.tokenize(pairs.captions)
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embedding" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "embedding" not in n)]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.lr,
+        betas=(0.9, 0.98),
+        eps=1e-6,
+    )
+    generator = torch.Generator().manual_seed(config.seed)
+    count = len(pairs.captions)
+    batch_size = min(config.batch_size, count)
+    deadline = time.monotonic() + 60 * config.minutes if config.minutes else math.inf
+    losses: list[float] = []
+    order = torch.randperm(count, generator=generator)
+    cursor = 0
+    with _progress(progress, config.steps) as (bar, task):
+        for step in range(config.steps):
+            if time.monotonic() > deadline:
+                break
+            if cursor + batch_size > count:
+                order, cursor = torch.randperm(count, generator=generator), 0
+            index = order[cursor : cursor + batch_size]
+            cursor += batch_size
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(step, config, config.steps)
+            pixels = random_shift(pairs.pixel_values[index], config.max_shift, generator)
+            lengths = tokens["attention_mask"][index].sum(1)
+            width = int(lengths.max())  # drop columns that are padding for the whole batch
+            images = F.normalize(backbone.encode_image(pixels), dim=-1)
+            texts = F.normalize(
+                backbone.encode_text(tokens["input_ids"][index, :width], tokens["attention_mask"][index, :width]),
+                dim=-1,
+            )
+            logits = model.logit_scale.exp() * images @ texts.t()
+            targets = torch.arange(len(index))
+            loss = (F.cross_entropy(logits, targets) + F.cross_entropy(logits.t(), targets)) / 2
+            if not torch.isfinite(loss):
+                raise FdrdError(f"tiny CLIP pretraining diverged at step {step} (loss {loss.item()}); lower --lr")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            with torch.no_grad():
+                model.logit_scale.clamp_(0, math.log(config.max_logit_scale))
+            losses.append(loss.item())
+            if bar is not None:
+                bar.update(task, advance=1, description=f"pretrain loss {loss.item():.3f}")
+    backbone.set_frozen(True)
+    return backbone, losses
+
+
+class _progress:
+    """A rich progress bar, or nothing when progress is off (tests, quiet runs)."""
+
+    def __init__(self, enabled: bool, total: int):
+        self.enabled, self.total = enabled, total
+        self.bar = None
+
+    def __enter__(self):
+        if not self.enabled:
+            return None, None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        self.bar.__enter__()
+        return self.bar, self.bar.add_task("pretrain", total=self.total)
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+
+@torch.no_grad()
+def zero_shot_recall(backbone: Any, pairs: Pairs, batch_size: int = 256) -> dict[str, Any]:
+    """Recall@1/5/10 both directions on `pairs`, per domain (retrieval within the domain, as the
+    benchmark scores it) and their plain mean, with the chance level K/N of each domain."""
+    from benchmark.metrics.recall import retrieval_recall
+
+    images, texts = [], []
+    for start in range(0, len(pairs.captions), batch_size):
+        tokens = backbone.tokenize(pairs.captions[start : start + batch_size])
+        texts.append(F.normalize(backbone.encode_text(tokens["input_ids"], tokens["attention_mask"]), dim=-1))
+        images.append(F.normalize(backbone.encode_image(pairs.pixel_values[start : start + batch_size]), dim=-1))
+    images, texts = torch.cat(images), torch.cat(texts)
+    per_domain = {}
+    for domain in sorted(set(pairs.domains)):
+        rows = torch.tensor([i for i, d in enumerate(pairs.domains) if d == domain])
+        metrics = retrieval_recall(images[rows], texts[rows], torch.arange(len(rows)))
+        metrics["n"] = len(rows)
+        metrics["chance_r1"], metrics["chance_r5"], metrics["chance_r10"] = (
+            100.0 * min(k, len(rows)) / len(rows) for k in (1, 5, 10)
+        )
+        per_domain[domain] = metrics
+    keys = [k for k in next(iter(per_domain.values())) if k != "n"]
+    mean = {k: sum(m[k] for m in per_domain.values()) / len(per_domain) for k in keys}
+    return {"domains": per_domain, "mean": mean}
+
+
+def cache_key(spec: TinyClipSpec, config: PretrainConfig, dataset_hash: str) -> str:
+    payload = json.dumps(
+        {"format": CACHE_FORMAT, "spec": dataclasses.asdict(spec), "config": dataclasses.asdict(config),
+         "data": dataset_hash},
+        sort_keys=True,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("FDRD_CACHE") or Path.home() / ".cache" / "fdrd")
+
+
+def dataset_content_hash(data_dir: str | Path) -> str:
+    try:
+        manifest = read_manifest(data_dir)
+    except FileNotFoundError as error:
+        raise FdrdError(f"{data_dir}: no manifest.json; build the dataset first with `fdrd build`") from error
+    if not manifest.get("content_hash"):
+        raise FdrdError(f"{data_dir}/manifest.json: no content_hash; rebuild the dataset")
+    return manifest["content_hash"]
+
+
+def pretrained_tiny_clip(
+    data_dir: str | Path,
+    spec: TinyClipSpec | None = None,
+    config: PretrainConfig | None = None,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+) -> Path:
+    """The cached pretrained tiny CLIP for this dataset, spec and config; trained on first use."""
+    from filelock import FileLock
+
+    spec, config = spec or TinyClipSpec(), config or PretrainConfig()
+    key = cache_key(spec, config, dataset_content_hash(data_dir))
+    root = Path(cache_dir) if cache_dir else cache_root()
+    target = root / "tiny-clip" / key
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if (target / REPORT_NAME).is_file():
+            return target
+        staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=target.parent))
+        try:
+            train_and_save(data_dir, staging, spec, config, progress)
+            if target.exists():  # a folder without a report is a crashed run's leftover
+                shutil.rmtree(target)
+            staging.rename(target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def train_and_save(
+    data_dir: str | Path, out: str | Path, spec: TinyClipSpec, config: PretrainConfig, progress: bool = True
+) -> dict[str, Any]:
+    """Pretrain on data_dir's pretrain split, save to out, evaluate zero-shot on test; returns the report."""
+    from benchmark.tiny import image_processor_for
+
+    started = time.monotonic()
+    processor = image_processor_for(spec.image_size)
+    train_pairs = load_pairs(data_dir, "pretrain", config.max_images, processor)
+    backbone, losses = pretrain(train_pairs, train_pairs.captions, spec, config, progress)
+    train_seconds = time.monotonic() - started
+    test_pairs = load_pairs(data_dir, "test", processor=processor)
+    recall = zero_shot_recall(backbone, test_pairs)
+    save_clip(out, backbone.model, backbone.tokenizer, backbone.image_processor)
+    report = {
+        "dataset_content_hash": dataset_content_hash(data_dir),
+        "spec": dataclasses.asdict(spec),
+        "config": dataclasses.asdict(config),
+        "pretrain_pairs": len(train_pairs.captions),
+        "steps_done": len(losses),
+        "first_loss": losses[0] if losses else None,
+        "last_loss": sum(losses[-20:]) / len(losses[-20:]) if losses else None,
+        "temperature": 1 / backbone.logit_scale,
+        "train_seconds": round(train_seconds, 1),
+        "torch_threads": torch.get_num_threads(),
+        "zero_shot_test": recall,
+    }
+    write_json_atomic(Path(out) / REPORT_NAME, report)
+    return report
