@@ -37,8 +37,8 @@ from builders.normalize import (
     MAX_PHASH_THRESHOLD,
     ImageRejected,
     NormalizeOptions,
+    confirmed_near_duplicates,
     first_occurrences,
-    near_duplicate_pairs,
     normalize_image,
     read_image_bytes,
 )
@@ -77,7 +77,7 @@ class CaptionSettings:
     model: str | None = None
     prompt: str | None = None
     trust_remote_code: bool = False
-    gpus: str | None = None
+    gpus: int | None = None
     batch_size: int | None = None
     negatives: int = 4
 
@@ -346,18 +346,20 @@ def _caption_stage(settings: CaptionSettings, seed: int, data_root: Path | None)
             f"the caption stage (builders.captions.stage) cannot be imported ({error}); "
             "build with --captioner none to keep the source's own captions"
         ) from error
-    options = CaptionOptions(
-        captioner=settings.captioner,
-        captions_path=settings.captions_path,
-        model=settings.model,
-        prompt=settings.prompt,
-        trust_remote_code=settings.trust_remote_code,
-        gpus=settings.gpus,
-        batch_size=settings.batch_size,
-        negatives=settings.negatives,
-        seed=seed,
-        data_root=data_root,
-    )
+    # Unset options keep the stage's own defaults (its default model, prompt, batch size).
+    given = {
+        "captioner": settings.captioner,
+        "captions_path": settings.captions_path,
+        "model": settings.model,
+        "prompt": settings.prompt,
+        "trust_remote_code": settings.trust_remote_code,
+        "gpus": settings.gpus,
+        "batch_size": settings.batch_size,
+        "negatives": settings.negatives,
+        "seed": seed,
+        "data_root": str(data_root) if data_root is not None else None,
+    }
+    options = CaptionOptions(**{k: v for k, v in given.items() if v is not None})
     return annotate, options
 
 
@@ -373,6 +375,7 @@ class DomainBuilder:
         self.stage_dir.mkdir(parents=True, exist_ok=True)
         self.splits = requested_splits(options.split)
         self.caption_report: dict[str, int] = {}
+        self.caption_rejections: list[RejectedInput] = []  # released records with no source item
         self.near_duplicates: dict[str, set[str]] = {}
         self.leaks: list[dict[str, Any]] = []
 
@@ -395,6 +398,7 @@ class DomainBuilder:
         rejected += [
             RejectedInput(self.domain, s.item.split, s.item.original, s.reason, s.stage) for s in staged if s.reason
         ]
+        rejected += self.caption_rejections
         result = self._write(staged, task)
         result["rejected"] = [r.to_json() for r in rejected]
         result["counts"] = self._counts(staged, rejected, result)
@@ -461,6 +465,10 @@ class DomainBuilder:
                     {
                         "report": dict(result.report),
                         "rejected": {str(k): v for k, v in result.rejected.items()},
+                        "record_rejections": [
+                            RejectedInput(r.domain, r.split, r.original, r.reason, "captions").to_json()
+                            for r in getattr(result, "record_rejections", [])
+                        ],
                         "annotations": [
                             {"caption": m.item.caption, "attributes": m.item.attributes, "negatives": m.item.negatives}
                             for m in members
@@ -475,6 +483,7 @@ class DomainBuilder:
                 if str(k) in saved["rejected"]:
                     member.reason, member.stage = saved["rejected"][str(k)], "captions"
             self.caption_report = _add_counts(self.caption_report, saved["report"])
+            self.caption_rejections += [RejectedInput(**r) for r in saved["record_rejections"]]
             self.progress.advance(task, len(members))
 
     def _read_jpegs(self, members: list[Staged]) -> list[bytes]:
@@ -510,7 +519,12 @@ class DomainBuilder:
             if problems:
                 entry.reason, entry.stage = "invalid annotations: " + "; ".join(problems), "annotations"
         alive = [s for s in alive if s.reason is None]
-        for i, j, distance in near_duplicate_pairs([s.phash for s in alive], self.options.phash_threshold):
+        pairs = confirmed_near_duplicates(
+            [s.phash for s in alive],
+            self.options.phash_threshold,
+            lambda indices: dict(zip(indices, self._read_jpegs([alive[i] for i in indices]), strict=True)),
+        )
+        for i, j, distance in pairs:
             a, b = alive[i], alive[j]
             if a.item.split == b.item.split:
                 self.near_duplicates.setdefault(a.item.split, set()).add(b.id)

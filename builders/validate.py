@@ -16,7 +16,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from builders.normalize import near_duplicate_pairs
+from builders.normalize import confirmed_near_duplicates
 from builders.pipeline import TRAINING_SPLITS
 from builders.report import read_rejected
 from fdrd.manifest import MANIFEST_FORMAT, content_hash, read_manifest, row_digest, sha256_file
@@ -92,18 +92,35 @@ def _check_shard(directory: Path, shard: dict[str, Any], problems: _Problems, se
             if rid in seen_ids:
                 problems.add("duplicate id", f"{where}: id also in {seen_ids[rid]}")
             seen_ids[rid] = name
-            rows.append(row)
+            rows.append({**row, "_shard": name})
     return rows
 
 
-def _leaks(rows: list[dict], threshold: int) -> list[tuple[dict, dict, int]]:
-    """(test row, training row, distance) per domain for near duplicates across the split boundary."""
+def _read_images(directory: Path, rows: list[dict], wanted: list[int]) -> dict[int, bytes]:
+    """Stored bytes of rows[i] for i in `wanted`, reading only those rows' shards."""
+    by_shard: dict[str, dict[str, int]] = {}
+    for i in wanted:
+        by_shard.setdefault(rows[i]["_shard"], {})[rows[i]["id"]] = i
+    found: dict[int, bytes] = {}
+    for shard, ids in by_shard.items():
+        table = pq.read_table(directory / shard, columns=["id", "image"], filters=[("id", "in", list(ids))])
+        for row in table.to_pylist():
+            found[ids[row["id"]]] = row["image"]["bytes"]
+    return found
+
+
+def _leaks(directory: Path, rows: list[dict], threshold: int) -> list[tuple[dict, dict, int]]:
+    """(test row, training row, distance) per domain for confirmed near duplicates across the split
+    boundary (the same test as the build's, see builders/normalize.py)."""
     found = []
     by_domain: dict[str, list[dict]] = {}
     for row in rows:
         by_domain.setdefault(row["domain"], []).append(row)
     for domain_rows in by_domain.values():
-        for i, j, distance in near_duplicate_pairs([r["phash"] for r in domain_rows], threshold):
+        pairs = confirmed_near_duplicates(
+            [r["phash"] for r in domain_rows], threshold, lambda wanted, rows=domain_rows: _read_images(directory, rows, wanted)
+        )
+        for i, j, distance in pairs:
             a, b = domain_rows[i], domain_rows[j]
             if a["split"] == "test" and b["split"] in TRAINING_SPLITS:
                 found.append((a, b, distance))
@@ -131,7 +148,7 @@ def validate_build(directory: str | os.PathLike, allow_leaks: bool = False) -> V
         rows.extend(_check_shard(directory, shard, problems, seen_ids))
     report.rows, report.shards = len(rows), len(shards)
 
-    report.content_hash = content_hash(row_digest(r) for r in rows)
+    report.content_hash = content_hash(row_digest(r) for r in rows)  # row_digest ignores "_shard"
     if report.content_hash != manifest.get("content_hash"):
         problems.add("content hash", f"content hash of the rows is {report.content_hash}, manifest.json says {manifest.get('content_hash')}")
     for domain, info in manifest.get("domains", {}).items():
@@ -144,7 +161,7 @@ def validate_build(directory: str | os.PathLike, allow_leaks: bool = False) -> V
         problems.add("rejected", f"rejected.jsonl: {len(rejected)} lines, manifest.json says {manifest['rejected']['count']}")
 
     threshold = manifest.get("build", {}).get("phash_threshold", 4)
-    for test, other, distance in _leaks(rows, threshold):
+    for test, other, distance in _leaks(directory, rows, threshold):
         message = (
             f"{test['domain']}: test image {test['id']} ({test['source']['original']}) near-duplicates "
             f"{other['split']} image {other['id']} ({other['source']['original']}), phash distance {distance}"

@@ -43,7 +43,7 @@ def register(app: typer.Typer) -> None:
         caption_model: str = typer.Option(None, help="Vision-language model of the caption stage."),
         caption_prompt: str = typer.Option(None, help="Prompt of the caption stage."),
         trust_remote_code: bool = typer.Option(False, help="Let the caption model run its own code."),
-        gpus: str = typer.Option(None, help="GPUs for the caption stage, e.g. 0,1."),
+        gpus: int = typer.Option(None, min=0, help="Caption stage: one captioning process per GPU (0: default device)."),
         caption_batch_size: int = typer.Option(None, min=1, help="Images per caption-model batch."),
         negatives: int = typer.Option(4, min=0, help="Negatives per row."),
     ) -> None:
