@@ -236,16 +236,22 @@ def sun_class_name(scene_path: str) -> str:
 # Text-similarity grouping
 
 
+# English compound names put the kind last ("red oak", "apple pie"), so the last word counts double.
+HEAD_WORD_WEIGHT = 2
+
+
 def _char_ngram_tfidf(names: Sequence[str], n: int = 3) -> np.ndarray:
     """L2-normalised TF-IDF rows over character n-grams of each padded word ("^pie$")."""
     grams_per_name = []
     for name in names:
         grams: dict[str, int] = {}
-        for word in name_key(name).replace("-", " ").split():
+        words = name_key(name).replace("-", " ").split()
+        for position, word in enumerate(words):
+            weight = HEAD_WORD_WEIGHT if position == len(words) - 1 else 1
             padded = f"^{word}$"
             for i in range(max(1, len(padded) - n + 1)):
                 gram = padded[i : i + n]
-                grams[gram] = grams.get(gram, 0) + 1
+                grams[gram] = grams.get(gram, 0) + weight
         grams_per_name.append(grams)
     vocabulary = sorted({g for grams in grams_per_name for g in grams})
     column = {g: i for i, g in enumerate(vocabulary)}
@@ -263,7 +269,7 @@ def _char_ngram_tfidf(names: Sequence[str], n: int = 3) -> np.ndarray:
 def group_by_text_similarity(names: Sequence[str], group_size: int = 6) -> dict[str, str]:
     """Meta-categories for a domain that has none: class names grouped by spelling similarity.
 
-    Rule: character 3-gram TF-IDF vectors, cosine similarity, average-linkage agglomerative
+    Rule: character 3-gram TF-IDF vectors (the last word, the head noun, counted twice), cosine similarity, average-linkage agglomerative
     clustering down to round(len/group_size) groups, never merging past 2*group_size members (which
     stops one long chain from swallowing the domain); ties merge the pair with the lowest indices,
     so the result depends only on the names and their order. Then every singleton group joins
@@ -292,6 +298,9 @@ def group_by_text_similarity(names: Sequence[str], group_size: int = 6) -> dict[
     return meta
 
 
+TIE_TOLERANCE = 1e-9
+
+
 def _average_linkage(similarity: np.ndarray, target: int, max_size: int) -> list[list[int]]:
     n = len(similarity)
     clusters: list[list[int]] = [[i] for i in range(n)]
@@ -305,8 +314,9 @@ def _average_linkage(similarity: np.ndarray, target: int, max_size: int) -> list
         best = masked.max()
         if best == -np.inf:
             break  # every remaining merge would exceed max_size
-        # Lowest (i, j) among ties: argwhere returns row-major order.
-        i, j = (int(v) for v in np.argwhere(masked == best)[0])
+        # Lowest (i, j) among ties (argwhere is row-major); the tolerance makes averages that are
+        # equal in exact arithmetic tie even when float rounding of the running means differs.
+        i, j = (int(v) for v in np.argwhere(masked >= best - TIE_TOLERANCE)[0])
         i, j = min(i, j), max(i, j)
         size_i, size_j = len(clusters[i]), len(clusters[j])
         merged_row = (linkage[i] * size_i + linkage[j] * size_j) / (size_i + size_j)
