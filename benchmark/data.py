@@ -1,0 +1,207 @@
+"""FDRD splits for the benchmark: loading, few-shot sampling, and batches a method can consume.
+
+A built FDRD directory loads with `datasets.load_dataset(dir, domain, split=...)`; this module adds
+the errors a user can act on (missing directory, unknown domain or split, too few shots) and turns
+rows into batches: pixels through the backbone's own preprocessing (or cached frozen image features,
+see feature_cache.py), captions through the method's tokenizer (which leaves room for its prompt).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fdrd.errors import FdrdError
+from fdrd.manifest import MANIFEST_NAME, read_manifest
+
+TRAIN_SPLIT = "train"
+TEST_SPLIT = "test"
+
+
+def check_data_dir(data_dir: str | Path) -> dict[str, Any]:
+    """The directory's manifest, or an FdrdError saying what is missing and how to make it."""
+    path = Path(data_dir)
+    if not path.is_dir():
+        raise FdrdError(f"{path}: no such dataset directory; build one with `fdrd build --out {path}`")
+    if not (path / MANIFEST_NAME).is_file():
+        raise FdrdError(f"{path}: no {MANIFEST_NAME}; is this a directory written by `fdrd build`?")
+    try:
+        return read_manifest(path)
+    except ValueError as error:
+        raise FdrdError(str(error)) from error
+
+
+def available_domains(data_dir: str | Path) -> list[str]:
+    """Domains of a built directory, in build order (the manifest's record of what was built)."""
+    manifest = check_data_dir(data_dir)
+    build_order = (manifest.get("build") or {}).get("domains") or []
+    listed = manifest.get("domains") or {}
+    domains = [domain for domain in build_order if domain in listed] or list(listed)
+    if not domains:
+        raise FdrdError(f"{Path(data_dir) / MANIFEST_NAME}: lists no domains; the build may have failed")
+    return domains
+
+
+@contextlib.contextmanager
+def _quiet_datasets() -> Iterator[None]:
+    # `datasets` draws its own progress bars while preparing a local directory; they would break
+    # through ours.
+    import datasets
+
+    was_enabled = datasets.utils.logging.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            datasets.enable_progress_bars()
+
+
+def load_split(data_dir: str | Path, domain: str, split: str):
+    """One domain's split as a `datasets.Dataset` (the `all` config names every domain together)."""
+    import datasets
+
+    domains = available_domains(data_dir)
+    if domain not in domains and domain != "all":
+        raise FdrdError(
+            f"{data_dir}: no domain {domain!r}; available domains: {', '.join(domains)}"
+        )
+    try:
+        with _quiet_datasets():
+            return datasets.load_dataset(str(data_dir), domain, split=split)
+    except ValueError as error:
+        if "split" in str(error).lower():
+            raise FdrdError(f"{data_dir}: domain {domain!r} has no split {split!r} ({error})") from error
+        raise FdrdError(f"{data_dir}: cannot load domain {domain!r} split {split!r}: {error}") from error
+    except FileNotFoundError as error:
+        raise FdrdError(
+            f"{data_dir}: domain {domain!r} split {split!r} has no shard files ({error}); rebuild the directory"
+        ) from error
+
+
+def few_shot_indices(
+    categories: Sequence[str],
+    record_ids: Sequence[str],
+    shots: int | None,
+    seed: int,
+    *,
+    allow_fewer: bool = False,
+    where: str = "train split",
+) -> list[int]:
+    """Indices of `shots` records per category, drawn with `seed`, sorted ascending.
+
+    The draw depends only on the seed and on the set of (category, record id) pairs, never on row
+    order: candidates are sorted by record id and categories visited in sorted order. `shots=None`
+    takes every record. A category with fewer records than `shots` is an error naming it, unless
+    `allow_fewer` (then all of that category's records are taken).
+    """
+    if len(categories) != len(record_ids):
+        raise ValueError("categories and record_ids must have the same length")
+    if shots is not None and shots < 1:
+        raise FdrdError(f"--shots must be at least 1 (or omitted for every record), got {shots}")
+    by_category: dict[str, list[tuple[str, int]]] = defaultdict(list)
+    for index, (category, record_id) in enumerate(zip(categories, record_ids, strict=True)):
+        by_category[category].append((record_id, index))
+    if shots is None:
+        return list(range(len(categories)))
+    short = {category: len(members) for category, members in by_category.items() if len(members) < shots}
+    if short and not allow_fewer:
+        worst = sorted(short.items(), key=lambda item: (item[1], item[0]))
+        listed = ", ".join(f"{category!r} has {count}" for category, count in worst[:5])
+        raise FdrdError(
+            f"{where}: {len(short)} categor{'y' if len(short) == 1 else 'ies'} have fewer than {shots} records "
+            f"({listed}{', ...' if len(short) > 5 else ''}); lower --shots or pass --allow-fewer-shots "
+            "to take all records of those categories"
+        )
+    rng = random.Random(f"fdrd-few-shot:{seed}")
+    chosen: list[int] = []
+    for category in sorted(by_category):
+        members = sorted(by_category[category])
+        picked = members if len(members) <= shots else rng.sample(members, shots)
+        chosen.extend(index for _, index in picked)
+    return sorted(chosen)
+
+
+def sample_few_shot(dataset, shots: int | None, seed: int, *, allow_fewer: bool = False, where: str = "train split"):
+    """The few-shot subset of a `datasets.Dataset` (see few_shot_indices)."""
+    indices = few_shot_indices(
+        dataset["category"], dataset["id"], shots, seed, allow_fewer=allow_fewer, where=where
+    )
+    return dataset.select(indices)
+
+
+@dataclass
+class Captions:
+    """A split's captions tokenized once, for one method (its prompt length decides the truncation)."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    truncated: torch.Tensor
+
+    def batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rows `indices`, trimmed to the batch's longest caption as a per-batch tokenization would be."""
+        mask = self.attention_mask[indices]
+        length = int(mask.sum(1).max())
+        return self.input_ids[indices, :length], mask[:, :length]
+
+
+def tokenize_captions(method, captions: Sequence[str]) -> Captions:
+    tokens = method.tokenize(list(captions))
+    return Captions(tokens["input_ids"], tokens["attention_mask"], tokens["truncated"].bool())
+
+
+class SplitBatches:
+    """Batches of one split for one method: tokenized captions, category ids, and the image side.
+
+    With `image_features` (from the feature cache) the image side is those rows and no image is
+    decoded; without, each batch decodes its images and runs the backbone's preprocessing.
+    """
+
+    def __init__(self, dataset, method, image_features: torch.Tensor | None = None):
+        self.dataset = dataset
+        self.method = method
+        self.ids: list[str] = list(dataset["id"])
+        self.captions = tokenize_captions(method, dataset["caption"])
+        self.category_ids = torch.tensor(dataset["category_id"], dtype=torch.long)
+        if image_features is not None and image_features.shape[0] != len(self.ids):
+            raise ValueError(f"{image_features.shape[0]} cached feature rows for {len(self.ids)} records")
+        self.image_features = image_features
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def truncated_count(self) -> int:
+        return int(self.captions.truncated.sum())
+
+    def batch(self, indices: Sequence[int] | torch.Tensor, device: torch.device | str = "cpu") -> dict[str, Any]:
+        indices = torch.as_tensor(indices, dtype=torch.long)
+        input_ids, attention_mask = self.captions.batch(indices)
+        batch: dict[str, Any] = {
+            "ids": [self.ids[i] for i in indices.tolist()],
+            "input_ids": input_ids.to(device),
+            "attention_mask": attention_mask.to(device),
+            "category_id": self.category_ids[indices].to(device),
+        }
+        if self.image_features is not None:
+            batch["image_features"] = self.image_features[indices].to(device)
+        else:
+            batch["pixel_values"] = pixel_values(self.method, self.dataset, indices.tolist()).to(device)
+        return batch
+
+    def sequential(self, batch_size: int, device: torch.device | str = "cpu") -> Iterator[dict[str, Any]]:
+        for start in range(0, len(self), batch_size):
+            yield self.batch(torch.arange(start, min(start + batch_size, len(self))), device)
+
+
+def pixel_values(method, dataset, indices: list[int]) -> torch.Tensor:
+    """Decode the images of `indices` and preprocess them as the checkpoint's processor does."""
+    images = dataset.select_columns(["image"])[indices]["image"]
+    return method.backbone.preprocess(images)
