@@ -101,6 +101,9 @@ ATTRIBUTE_VALUES: dict[str, tuple[str, ...]] = {
     "rotation": tuple(ROTATIONS),
 }
 MARK_COLOUR = (20, 20, 20)
+LIGHT_MARK_COLOUR = (245, 245, 240)
+# Below this luma a body gets light marks, so the trait keeps its contrast on it and on its stripes.
+DARK_BODY_LUMA = 115
 # Largest specimen radius as a fraction of the image side; the stem/head/base adds ~0.6 radius.
 MAX_RADIUS = 0.2
 
@@ -141,6 +144,15 @@ def _regular(n: int, r: float = 1.0, start: float = -90.0, cx: float = 0.0, cy: 
 def _star(points: int) -> list[tuple[float, float]]:
     outer, inner = _regular(points, 1.0), _regular(points, 0.45, start=-90 + 180 / points)
     return [p for pair in zip(outer, inner, strict=True) for p in pair]
+
+
+def _is_dark(colour: tuple[int, int, int]) -> bool:
+    red, green, blue = colour
+    return 0.299 * red + 0.587 * green + 0.114 * blue < DARK_BODY_LUMA
+
+
+def _trait_colour(colour: tuple[int, int, int]) -> tuple[int, int, int]:
+    return LIGHT_MARK_COLOUR if _is_dark(colour) else MARK_COLOUR
 
 
 def _shade(colour: tuple[int, int, int], factor: float) -> tuple[int, int, int]:
@@ -216,22 +228,22 @@ def _draw_orientation_cue(draw: ImageDraw.ImageDraw, pose: Pose, meta: MetaSpec,
         draw.polygon(pose.polygon([(-0.6, 1.05), (0.6, 1.05), (0.8, 1.45), (-0.8, 1.45)]), fill=_shade(colour, 0.5))
 
 
-def _draw_mark(draw: ImageDraw.ImageDraw, pose: Pose, mark: str, y: float = 0.0) -> None:
+def _draw_mark(draw: ImageDraw.ImageDraw, pose: Pose, mark: str, ink, y: float = 0.0) -> None:
     s = 0.32
     width = max(1, round(pose.radius * 0.1))
     if mark == "dot":
-        draw.ellipse(pose.circle(0, y, 0.24), fill=MARK_COLOUR)
+        draw.ellipse(pose.circle(0, y, 0.17), fill=ink)
     elif mark == "ring":
-        draw.ellipse(pose.circle(0, y, s), outline=MARK_COLOUR, width=width)
+        draw.ellipse(pose.circle(0, y, s), outline=ink, width=width)
     elif mark == "cross":
-        draw.line([pose.point(-s, y - s), pose.point(s, y + s)], fill=MARK_COLOUR, width=width)
-        draw.line([pose.point(-s, y + s), pose.point(s, y - s)], fill=MARK_COLOUR, width=width)
+        draw.line([pose.point(-s, y - s), pose.point(s, y + s)], fill=ink, width=width)
+        draw.line([pose.point(-s, y + s), pose.point(s, y - s)], fill=ink, width=width)
     elif mark == "bar":
-        draw.polygon(pose.polygon([(-s, y - 0.1), (s, y - 0.1), (s, y + 0.1), (-s, y + 0.1)]), fill=MARK_COLOUR)
+        draw.polygon(pose.polygon([(-s, y - 0.1), (s, y - 0.1), (s, y + 0.1), (-s, y + 0.1)]), fill=ink)
     elif mark == "triangle":
-        draw.polygon(pose.polygon(_regular(3, s, cy=y)), fill=MARK_COLOUR)
+        draw.polygon(pose.polygon(_regular(3, s, cy=y)), fill=ink)
     else:  # square
-        draw.polygon(pose.polygon(_regular(4, s, start=-45, cy=y)), fill=MARK_COLOUR)
+        draw.polygon(pose.polygon(_regular(4, s, start=-45, cy=y)), fill=ink)
 
 
 # Spot layouts on a beetle's back, one per count, in the unit frame (mirror-symmetric).
@@ -245,16 +257,16 @@ SPOT_LAYOUTS = {
 }
 
 
-def _draw_trait(draw: ImageDraw.ImageDraw, pose: Pose, meta: MetaSpec, trait_value) -> None:
+def _draw_trait(draw: ImageDraw.ImageDraw, pose: Pose, meta: MetaSpec, trait_value, ink) -> None:
     if meta.trait == "mark":
-        _draw_mark(draw, pose, trait_value, y=0.1 if meta.body == "beetle" else 0.0)
+        _draw_mark(draw, pose, trait_value, ink, y=0.1 if meta.body == "beetle" else 0.0)
     elif meta.body == "beetle":
         for x, y in SPOT_LAYOUTS[trait_value]:
-            draw.ellipse(pose.circle(x, y, 0.15), fill=MARK_COLOUR)
+            draw.ellipse(pose.circle(x, y, 0.15), fill=ink)
     elif meta.body == "geode":
         width = max(1, round(pose.radius * 0.09))
         for x, y in _regular(trait_value, 0.95):
-            draw.line([pose.point(0, 0), pose.point(x, y)], fill=MARK_COLOUR, width=width)
+            draw.line([pose.point(0, 0), pose.point(x, y)], fill=ink, width=width)
     # star points and prism sides are the body itself
 
 
@@ -282,9 +294,9 @@ def draw_specimen(
     else:
         _draw_body(draw, pose, meta, trait_value, colour, None, 1)
     if pattern == "striped":
-        _stripe(image, pose, meta, trait_value, _shade(colour, 0.6))
+        _stripe(image, pose, meta, trait_value, _shade(colour, 0.5))
         draw = ImageDraw.Draw(image)
-    _draw_trait(draw, pose, meta, trait_value)
+    _draw_trait(draw, pose, meta, trait_value, _trait_colour(colour))
     return image
 
 
@@ -294,10 +306,11 @@ def _stripe(image: Image.Image, pose: Pose, meta: MetaSpec, trait_value, stripe_
     _draw_body(ImageDraw.Draw(mask), pose, meta, trait_value, 255, None, 1)
     striped = image.copy()
     draw = ImageDraw.Draw(striped)
-    width = max(1, round(pose.radius * 0.14))
-    for k in range(-4, 5):
-        y = k * 0.36
-        draw.line([pose.point(-1.6, y), pose.point(1.6, y)], fill=stripe_colour, width=width)
+    width = max(2, round(pose.radius * 0.2))
+    # Diagonal in the body frame, so no stripe runs along a facet line or a bar mark.
+    for k in range(-5, 6):
+        offset = k * 0.45
+        draw.line([pose.point(-1.6 + offset, -1.6), pose.point(1.6 + offset, 1.6)], fill=stripe_colour, width=width)
     image.paste(striped, mask=mask)
 
 
