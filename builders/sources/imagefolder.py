@@ -16,6 +16,7 @@ from pathlib import Path
 from builders.sources.base import Rejection, SourceItem
 from builders.taxonomy import Taxonomy
 from fdrd.errors import FdrdError
+from fdrd.schema import SPLITS
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 FOLDER_SPLITS = ("train", "val", "test")
@@ -111,7 +112,10 @@ class ImageFolderSource:
 
     def _selected(self, domain: str, splits: Sequence[str]) -> Iterator[tuple[str, str, Path, str]]:
         self._check_domain(domain)
-        for split in dict.fromkeys(splits):
+        unknown = [s for s in splits if s not in SPLITS]
+        if unknown:
+            raise FdrdError(f"unknown split {', '.join(map(repr, unknown))}; known splits: {', '.join(SPLITS)}")
+        for split in dict.fromkeys(splits):  # `pretrain` selects nothing: folders have no such split
             for file_split, folder, path in self._files:
                 relative = path.relative_to(self.root).as_posix()
                 if self._split_of(file_split, relative) == split:
