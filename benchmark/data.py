@@ -116,7 +116,7 @@ def few_shot_indices(
         worst = sorted(short.items(), key=lambda item: (item[1], item[0]))
         listed = ", ".join(f"{category!r} has {count}" for category, count in worst[:5])
         raise FdrdError(
-            f"{where}: {len(short)} categor{'y' if len(short) == 1 else 'ies'} have fewer than {shots} records "
+            f"{where}: {len(short)} {'category has' if len(short) == 1 else 'categories have'} fewer than {shots} records "
             f"({listed}{', ...' if len(short) > 5 else ''}); lower --shots or pass --allow-fewer-shots "
             "to take all records of those categories"
         )
