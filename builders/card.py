@@ -12,13 +12,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from datasets.info import DatasetInfo, DatasetInfosDict
-from datasets.splits import SplitDict, SplitInfo
 from huggingface_hub import DatasetCardData
 
 from builders.report import split_order
 from fdrd.manifest import write_text_atomic
-from fdrd.schema import FEATURES
 
 ALL_CONFIG = "all"
 CARD_NAME = "README.md"
@@ -47,16 +44,23 @@ def _configs(split_rows: Mapping[str, Mapping[str, int]]) -> list[dict[str, Any]
     return configs
 
 
-def _infos(split_rows: Mapping[str, Mapping[str, int]]) -> DatasetInfosDict:
+def _infos(split_rows: Mapping[str, Mapping[str, int]]):
+    """`dataset_info` per config as `datasets` writes it; imported here because `datasets` is slow
+    to import and only the end of a build needs it."""
+    from datasets.info import DatasetInfo, DatasetInfosDict
+    from datasets.splits import SplitDict, SplitInfo
+
+    from fdrd.schema import FEATURES as features
+
     totals: dict[str, int] = {}
     infos = DatasetInfosDict()
     for domain, splits in split_rows.items():
         split_dict = SplitDict({s: SplitInfo(name=s, num_examples=n) for s, n in splits.items()})
-        infos[domain] = DatasetInfo(features=FEATURES, splits=split_dict, config_name=domain)
+        infos[domain] = DatasetInfo(features=features, splits=split_dict, config_name=domain)
         for split, rows in splits.items():
             totals[split] = totals.get(split, 0) + rows
     all_splits = SplitDict({s: SplitInfo(name=s, num_examples=totals[s]) for s in sorted(totals, key=split_order)})
-    infos[ALL_CONFIG] = DatasetInfo(features=FEATURES, splits=all_splits, config_name=ALL_CONFIG)
+    infos[ALL_CONFIG] = DatasetInfo(features=features, splits=all_splits, config_name=ALL_CONFIG)
     return infos
 
 
