@@ -114,9 +114,14 @@ def train(
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
     fingerprint_extra: dict[str, Any] | None = None,
+    stop_after_epochs: int | None = None,
     console: Console | None = None,
 ) -> TrainReport:
-    """Train `method` in place on `batches`; returns what happened (epochs, steps, losses, speed)."""
+    """Train `method` in place on `batches`; returns what happened (epochs, steps, losses, speed).
+
+    `stop_after_epochs` ends this call early (a job with a time limit); the schedule still spans
+    `config.epochs`, and a later call with `resume=True` finishes the run as if never stopped.
+    """
     config = method.config
     parameters = method.trainable_parameters()
     if not parameters:
@@ -172,7 +177,8 @@ def train(
         task = progress.add_task(
             f"{method.name} train", total=total_steps, completed=report.steps, status=""
         )
-        for epoch in range(start_epoch, config.epochs):
+        last_epoch = config.epochs if stop_after_epochs is None else min(config.epochs, stop_after_epochs)
+        for epoch in range(start_epoch, last_epoch):
             order = epoch_order(seed, epoch, len(batches))
             epoch_losses = []
             for step_in_epoch in range(steps_per_epoch):
@@ -225,7 +231,7 @@ def train(
                     },
                 )
     method.eval()
-    report.epochs = config.epochs
+    report.epochs = len(report.loss_per_epoch)
     report.seconds = time.perf_counter() - began
     report.images_per_second = images_seen / report.seconds if report.seconds > 0 else 0.0
     return report
