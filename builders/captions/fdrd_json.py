@@ -14,10 +14,12 @@ import json
 import posixpath
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from fdrd.errors import FdrdError
+from fdrd.schema import COOP_DOMAINS
 
 
 @dataclass(frozen=True)
@@ -88,10 +90,29 @@ def read_released(path: str | Path) -> list[ReleasedRecord]:
     return records
 
 
+@lru_cache(maxsize=16)
+def _read_cached(path: str, size: int, mtime_ns: int) -> tuple[ReleasedRecord, ...]:
+    return tuple(read_released(path))
+
+
+def load_released(path: str | Path) -> list[ReleasedRecord]:
+    """Every record of the released file(s) at `path`. Parsed once per file version: the build
+    calls the caption stage once per group of items, and a released file is megabytes of JSON."""
+    records: list[ReleasedRecord] = []
+    for file in released_files(path):
+        stat = file.stat()
+        records.extend(_read_cached(str(file), stat.st_size, stat.st_mtime_ns))
+    return records
+
+
 def _path_parts(file_path: str) -> list[str]:
     """Components of a path written on either Windows or POSIX."""
     parts = PureWindowsPath(file_path).parts if "\\" in file_path else PurePosixPath(file_path).parts
     return [p for p in parts if p not in ("/", "\\")]
+
+
+def _known_domains(*extra: str) -> list[str]:
+    return list(dict.fromkeys((*extra, *COOP_DOMAINS)))
 
 
 def relative_to_domain(file_path: str, domains: list[str]) -> str | None:
@@ -151,6 +172,37 @@ def _image_stem(original: str) -> str:
     return _IMAGE_SUFFIX.sub("", posixpath.basename(original))
 
 
+def record_level_report(
+    records: list[ReleasedRecord], domain: str, data_root: Path | None
+) -> tuple[dict[str, int], list[tuple[ReleasedRecord, str]]]:
+    """Counts about the released records of one domain that do not depend on which items are being
+    captioned, and the records refused because their path leaves the data root."""
+    refused = []
+    by_domain_path = without_image = other_domain = 0
+    for record in records:
+        relative = relative_to_domain(record.file_path, _known_domains(domain))
+        if relative is None:
+            continue
+        if relative.split("/", 1)[0] != domain:
+            other_domain += 1
+            continue
+        by_domain_path += 1
+        if leaves_root(relative) or (data_root is not None and not stays_inside(data_root, relative)):
+            refused.append((record, f"file_path {record.file_path!r} points outside the data root; refusing"))
+        elif data_root is not None and not (data_root / relative).is_file():
+            without_image += 1
+    report = {
+        "released_records": len(records),
+        "released_records_by_path": by_domain_path,
+        "released_records_by_file_name": len(records) - by_domain_path - other_domain,
+        "released_records_other_domain": other_domain,
+        "refused_records": len(refused),
+    }
+    if data_root is not None:
+        report["released_records_without_image"] = without_image
+    return report, refused
+
+
 def _match_by_file_name(record: ReleasedRecord, by_stem: dict[str, list[int]]) -> tuple[int | None, bool]:
     """(item index or None, whether the first stem that names any item names several)."""
     for stem in stem_candidates(record):
@@ -174,8 +226,10 @@ def match_records(
         by_stem.setdefault(_image_stem(original), []).append(i)
     result = MatchResult({}, [], [], [], [])
     for record in records:
-        relative = relative_to_domain(record.file_path, domains)
+        relative = relative_to_domain(record.file_path, _known_domains(*domains))
         index: int | None = None
+        if relative is not None and relative.split("/", 1)[0] not in domains:
+            continue  # a record of another domain (a folder may hold several domains' files)
         if relative is not None:
             if leaves_root(relative) or (data_root is not None and not stays_inside(data_root, relative)):
                 result.refused.append(

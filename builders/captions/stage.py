@@ -60,8 +60,12 @@ class CaptionOptions:
 class AnnotationResult:
     report: dict[str, int]  # counts merged into the manifest (captioned, cache_hits, repaired_records, ...)
     rejected: dict[int, str]  # item index -> reason (goes to rejected.jsonl)
-    # Released records that were refused outright (path outside the data root): they have no item.
+    # fdrd-json only. Facts about the released records themselves rather than about these items:
+    # records refused outright (path outside the data root; they have no item) and record counts.
+    # They depend only on the captions files, the domain and the data root, so every call for one
+    # domain returns the same ones: keep one copy per domain, do not add them up across calls.
     record_rejections: list[Rejection] = field(default_factory=list)
+    record_report: dict[str, int] = field(default_factory=dict)
 
 
 def resolve_captioner(items: list[SourceItem], options: CaptionOptions) -> str:
@@ -97,6 +101,7 @@ def annotate(
     rejected: dict[int, str] = {}
     kept_negatives: dict[int, list[dict[str, Any]]] = {}
     record_rejections: list[Rejection] = []
+    record_report: dict[str, int] = {}
     captioner = resolve_captioner(items, options)
     todo = [i for i, item in enumerate(items) if item.caption is None]
     report["captions_from_source"] = len(items) - len(todo)
@@ -106,15 +111,18 @@ def annotate(
     elif captioner == "vlm":
         _vlm_captions(items, todo, image_bytes, image_sha256, taxonomy, vocabulary, options, cache_dir, report)
     elif captioner == "fdrd-json":
-        record_rejections = _released_captions(items, todo, taxonomy, vocabulary, options, report, rejected,
-                                               kept_negatives)
+        record_report, record_rejections = _released_captions(
+            items, todo, taxonomy, vocabulary, options, report, rejected, kept_negatives
+        )
     for i in todo:
         if items[i].caption is None and i not in rejected:
             rejected[i] = f"no caption: captioner {captioner!r} made none and the source gave none"
 
     _attributes_and_negatives(items, taxonomy, vocabulary, options, report, rejected, kept_negatives)
     report["rejected_by_caption_stage"] = len(rejected)
-    return AnnotationResult({k: int(v) for k, v in sorted(report.items())}, rejected, record_rejections)
+    return AnnotationResult(
+        {k: int(v) for k, v in sorted(report.items())}, rejected, record_rejections, record_report
+    )
 
 
 def _template_captions(
@@ -175,26 +183,24 @@ def _released_captions(
     items: list[SourceItem], todo: list[int], taxonomy: Taxonomy, vocabulary: Vocabulary,
     options: CaptionOptions, report: Counter[str], rejected: dict[int, str],
     kept_negatives: dict[int, list[dict[str, Any]]],
-) -> list[Rejection]:
+) -> tuple[dict[str, int], list[Rejection]]:
     from builders.captions.fdrd_json import (
+        load_released,
         match_records,
-        read_released,
-        released_files,
+        record_level_report,
         sound_released_negatives,
     )
 
     if not options.captions_path:
         raise FdrdError("captioner fdrd-json needs --captions FILE_OR_DIR (released FDRD caption files)")
-    files = released_files(options.captions_path)
-    records = [record for path in files for record in read_released(path)]
+    records = load_released(options.captions_path)
     data_root = Path(options.data_root) if options.data_root else None
-    originals = [items[i].original for i in todo]
-    match = match_records(records, originals, [taxonomy.domain], data_root)
-    report["released_records"] = len(records)
-    report["unmatched_records"] = len(match.unmatched)
-    report["refused_records"] = len(match.refused)
-    report["ambiguous_records"] = len(match.ambiguous)
-    report["duplicate_records"] = len(match.duplicates)
+    record_report, refused = record_level_report(records, taxonomy.domain, data_root)
+    match = match_records(records, [items[i].original for i in todo], [taxonomy.domain], data_root)
+    # A second record for an item already matched, or a file name shared by several items, would
+    # give an image someone else's caption: such records are not used.
+    report["duplicate_records"] += len(match.duplicates)
+    report["ambiguous_records"] += len(match.ambiguous)
     nouns = vocabulary.nouns_for(taxonomy.domain)
     quota = options.negatives - options.negatives // 2
     for position, record in match.matches.items():
@@ -218,14 +224,13 @@ def _released_captions(
             report["released_negatives_kept"] += len(kept_negatives[i])
             report["released_negatives_replaced"] += defective
             report["repaired_records"] += int(defective > 0)
-    for position in range(len(todo)):
-        i = todo[position]
+    for i in todo:
         if items[i].caption is None and i not in rejected:
             rejected[i] = f"no caption record for {items[i].original} in {options.captions_path}"
             report["items_without_caption_record"] += 1
-    return [
+    return record_report, [
         Rejection(taxonomy.domain, "", record.file_path, f"{record.source_file}: record {record.key!r}: {reason}")
-        for record, reason in match.refused
+        for record, reason in refused
     ]
 
 
