@@ -14,17 +14,9 @@ from rich.console import Console
 from rich.table import Table
 
 # Column headers of the table, in the order of builders.audit.AUDIT_KEYS.
-# Short on purpose: seven numbers and a name must fit an 80-column terminal.
-_HEADERS = {
+_LONG_NAMES = {
     "records": "records",
     "negatives": "negatives",
-    "identical_to_positive": "identical",
-    "duplicate_negative_records": "dup. records",
-    "in_word_replacements": "in-word",
-    "true_class_survives": "true kept",
-    "cross_meta_category": "cross-meta",
-}
-_LONG_NAMES = {
     "identical_to_positive": "negatives identical to the positive",
     "duplicate_negative_records": "records with two or more identical negatives",
     "in_word_replacements": "negatives with a class name inside another word",
@@ -34,13 +26,13 @@ _LONG_NAMES = {
 
 
 def _table(results: list[dict[str, Any]]) -> Table:
-    table = Table(title="FDRD caption audit (- : the domain has no natural meta-categories)")
-    table.add_column("file", overflow="fold")
-    for header in _HEADERS.values():
-        table.add_column(header, justify="right", no_wrap=True)
+    """One column per file (files are few, the counts many), one row per count."""
+    table = Table(title="FDRD caption audit", caption="-: the domain has no natural meta-categories")
+    table.add_column("count")
     for result in results:
-        cells = ["-" if result[key] is None else f"{result[key]:,}" for key in _HEADERS]
-        table.add_row(Path(result["file"]).name, *cells)
+        table.add_column(Path(result["file"]).name, justify="right")
+    for key, name in _LONG_NAMES.items():
+        table.add_row(name, *("-" if r[key] is None else f"{r[key]:,}" for r in results))
     return table
 
 
