@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 from rich.console import Console
 from rich.table import Table
 
+from builders.report import split_order
 from fdrd.manifest import read_manifest
 
 TEXT_COLUMNS = ["domain", "split", "category", "caption", "attributes", "negatives"]
@@ -31,27 +32,42 @@ def _length_stats(values: list[int]) -> dict[str, float]:
     }
 
 
-def _domain_info(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    splits = Counter(r["split"] for r in rows)
-    categories: dict[str, Counter] = {}
-    for r in rows:
-        categories.setdefault(r["category"], Counter())[r["split"]] += 1
-    words = [len(r["caption"].split()) for r in rows]
-    attribute_names = Counter(name for r in rows for name in {a["name"] for a in r["attributes"] or []})
-    negative_counts = [len(r["negatives"] or []) for r in rows]
-    kinds = Counter(n["kind"] for r in rows for n in r["negatives"] or [])
+def _text_stats(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Caption lengths, attribute coverage and negatives of a set of rows."""
     total = len(rows) or 1
+    attribute_names = Counter(name for r in rows for name in {a["name"] for a in r["attributes"] or []})
+    kinds = Counter(n["kind"] for r in rows for n in r["negatives"] or [])
     return {
         "rows": len(rows),
-        "splits": dict(splits),
-        "categories": {c: dict(counts) for c, counts in sorted(categories.items())},
-        "caption_words": {**_length_stats(words), "empty": sum(1 for r in rows if not r["caption"])},
+        "categories": len({r["category"] for r in rows}),
+        "caption_words": {
+            **_length_stats([len(r["caption"].split()) for r in rows]),
+            "empty": sum(1 for r in rows if not r["caption"]),
+        },
         "caption_chars": _length_stats([len(r["caption"]) for r in rows]),
         "attributes": {
             "rows_with_any": round(sum(1 for r in rows if r["attributes"]) / total, 4),
             "by_name": {name: round(n / total, 4) for name, n in sorted(attribute_names.items())},
         },
-        "negatives": {**_length_stats(negative_counts), "by_kind": {k: round(n / total, 3) for k, n in sorted(kinds.items())}},
+        "negatives": {
+            **_length_stats([len(r["negatives"] or []) for r in rows]),
+            "by_kind": {k: round(n / total, 3) for k, n in sorted(kinds.items())},
+        },
+    }
+
+
+def _domain_info(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Whole-domain statistics, the same per split, and rows per category and split."""
+    by_split: dict[str, list[dict[str, Any]]] = {}
+    categories: dict[str, Counter] = {}
+    for r in rows:
+        by_split.setdefault(r["split"], []).append(r)
+        categories.setdefault(r["category"], Counter())[r["split"]] += 1
+    ordered = sorted(by_split, key=split_order)
+    return {
+        **_text_stats(rows),
+        "splits": {split: _text_stats(by_split[split]) for split in ordered},
+        "category_rows": {c: {s: counts[s] for s in ordered if counts[s]} for c, counts in sorted(categories.items())},
     }
 
 
@@ -75,29 +91,38 @@ def collect_info(directory: str | os.PathLike) -> dict[str, Any]:
 
 
 def render_info(info: dict[str, Any], console: Console, categories: bool = True) -> None:
-    overview = Table(title=f"{info['directory']}: {info['rows']} rows, {info['rejected']} rejected inputs, content hash {info['content_hash'][:16]}")
-    for column in ("domain", "split", "rows", "classes", "words min/mean/max", "with attrs", "negs/row"):
-        overview.add_column(column, justify="left" if column in ("domain", "split") else "right")
+    overview = Table(
+        title=f"{info['directory']}: {info['rows']} rows, {info['rejected']} rejected inputs, "
+        f"content hash {info['content_hash'][:16]}"
+    )
+    longest = max((len(d) for d in info["domains"]), default=6)
+    overview.add_column("domain", min_width=longest)
+    overview.add_column("split")
+    for column in ("rows", "classes", "words", "attrs", "negs"):
+        overview.add_column(column, justify="right")
+    overview.caption = "words: caption length min/mean/max; attrs: rows with an attribute; negs: negatives per row"
     for domain, d in info["domains"].items():
-        words = d["caption_words"]
-        for split, rows in d["splits"].items():
+        for split, s in d["splits"].items():
+            words = s["caption_words"]
             overview.add_row(
                 domain,
                 split,
-                str(rows),
-                str(sum(1 for counts in d["categories"].values() if counts.get(split))),
-                f"{words['min']}/{words['mean']}/{words['max']}",
-                f"{d['attributes']['rows_with_any']:.0%}",
-                f"{d['negatives']['mean']}",
+                str(s["rows"]),
+                str(s["categories"]),
+                f"{words['min']}/{words['mean']:.1f}/{words['max']}",
+                f"{s['attributes']['rows_with_any']:.0%}",
+                f"{s['negatives']['mean']:.1f}",
             )
     console.print(overview)
     for domain, d in info["domains"].items():
         if d["attributes"]["by_name"]:
-            table = Table(title=f"{domain}: attribute coverage (share of rows)")
+            table = Table(title=f"{domain}: rows with each attribute")
             table.add_column("attribute")
-            table.add_column("rows", justify="right")
-            for name, share in d["attributes"]["by_name"].items():
-                table.add_row(name, f"{share:.1%}")
+            for split in d["splits"]:
+                table.add_column(split, justify="right")
+            for name in d["attributes"]["by_name"]:
+                shares = [d["splits"][split]["attributes"]["by_name"].get(name, 0.0) for split in d["splits"]]
+                table.add_row(name, *(f"{share:.1%}" for share in shares))
             console.print(table)
         if categories:
             splits = list(d["splits"])
@@ -105,6 +130,6 @@ def render_info(info: dict[str, Any], console: Console, categories: bool = True)
             table.add_column("category")
             for split in splits:
                 table.add_column(split, justify="right")
-            for category, counts in d["categories"].items():
+            for category, counts in d["category_rows"].items():
                 table.add_row(category, *(str(counts.get(split, 0)) for split in splits))
             console.print(table)

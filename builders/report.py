@@ -53,8 +53,11 @@ def read_rejected(directory: str | os.PathLike) -> list[dict[str, str]]:
 def summary_table(manifest: Mapping[str, Any], title: str = "FDRD build") -> Table:
     """Per domain and split: images, categories, rejected inputs, near duplicates, leaks."""
     table = Table(title=f"{title}: {manifest.get('rows', 0)} rows, content hash {manifest.get('content_hash', '')[:16]}")
-    for column in ("domain", "split", "images", "categories", "rejected", "near dups", "leaks"):
-        table.add_column(column, justify="left" if column in ("domain", "split") else "right")
+    longest = max((len(d) for d in manifest.get("domains", {})), default=6)
+    table.add_column("domain", min_width=longest)  # keep names whole; headers may wrap instead
+    table.add_column("split")
+    for column in ("images", "categories", "rejected", "near dups", "leaks"):
+        table.add_column(column, justify="right")
     for domain, info in manifest.get("domains", {}).items():
         for split, counts in sorted(info.get("splits", {}).items(), key=lambda pair: split_order(pair[0])):
             table.add_row(

@@ -97,16 +97,21 @@ def test_info_counts_match_the_rows(synthetic_fdrd):
     assert info["rows"] == len(rows)
     for domain, d in info["domains"].items():
         mine = [r for r in rows if r["domain"] == domain]
-        assert d["splits"] == dict(Counter(r["split"] for r in mine))
-        assert sum(sum(c.values()) for c in d["categories"].values()) == len(mine)
-        words = [len(r["caption"].split()) for r in mine]
-        assert d["caption_words"]["mean"] == round(statistics.fmean(words), 2)
-        assert (d["caption_words"]["min"], d["caption_words"]["max"]) == (min(words), max(words))
-        with_colour = sum(1 for r in mine if any(a["name"] == "colour" for a in r["attributes"]))
-        assert d["attributes"]["by_name"].get("colour", 0) == round(with_colour / len(mine), 4)
-        assert d["attributes"]["rows_with_any"] == round(sum(1 for r in mine if r["attributes"]) / len(mine), 4)
-        assert d["negatives"]["mean"] == round(statistics.fmean(len(r["negatives"]) for r in mine), 2)
+        assert {s: v["rows"] for s, v in d["splits"].items()} == dict(Counter(r["split"] for r in mine))
+        assert sum(sum(c.values()) for c in d["category_rows"].values()) == len(mine)
+        for split, stats in [(None, d), *d["splits"].items()]:
+            chosen = [r for r in mine if split in (None, r["split"])]
+            words = [len(r["caption"].split()) for r in chosen]
+            assert stats["caption_words"]["mean"] == round(statistics.fmean(words), 2)
+            assert (stats["caption_words"]["min"], stats["caption_words"]["max"]) == (min(words), max(words))
+            with_colour = sum(1 for r in chosen if any(a["name"] == "colour" for a in r["attributes"]))
+            assert stats["attributes"]["by_name"].get("colour", 0) == round(with_colour / len(chosen), 4)
+            assert stats["attributes"]["rows_with_any"] == round(sum(1 for r in chosen if r["attributes"]) / len(chosen), 4)
+            assert stats["negatives"]["mean"] == round(statistics.fmean(len(r["negatives"]) for r in chosen), 2)
+    assert info["domains"]["synthetic_beetles"]["splits"]["pretrain"]["caption_words"]["mean"] < (
+        info["domains"]["synthetic_beetles"]["splits"]["train"]["caption_words"]["mean"]
+    )  # pretrain captions are the short, noisy ones
     console = Console(record=True, width=160)
     render_info(info, console)
     text = console.export_text()
-    assert "rows per category" in text and "attribute coverage" in text
+    assert "rows per category" in text and "rows with each attribute" in text
