@@ -125,11 +125,19 @@ def load_vocabulary(extra_path: str | Path | None = None) -> Vocabulary:
     return Vocabulary(attributes, domain_attributes, tuple(synonyms), head_nouns)
 
 
+# Masks for protected characters: a letter that no entry contains for letters and digits (so that
+# word boundaries stay where they were: "red" in "red|dish" must stay inside a word), and a
+# character that is neither a word character nor a space for the rest.
+_MASK_WORD = "\u01c2"
+_MASK_OTHER = "\x00"
+
+
 def _masked(text: str, protected: list[tuple[int, int]]) -> str:
     """`text` with protected spans blanked out (same length, so offsets stay valid)."""
     chars = list(text)
     for start, end in protected:
-        chars[start:end] = "\x00" * (end - start)
+        for i in range(max(0, start), min(len(chars), end)):
+            chars[i] = _MASK_WORD if chars[i].isalnum() else _MASK_OTHER
     return "".join(chars)
 
 

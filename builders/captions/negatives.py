@@ -15,6 +15,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from builders.captions.attributes import Vocabulary
@@ -71,6 +72,23 @@ def attribute_negative(caption: str, span: dict[str, Any], value: str) -> str:
     if old[:1].isupper():
         value = value[:1].upper() + value[1:]
     return fix_article(caption[:start] + value + caption[end:], start)
+
+
+def names_new_category(caption: str, text: str, value: str, taxonomy: Taxonomy) -> bool:
+    """True when swapping in `value` made `text` name some category more often than `caption` does."""
+    by_word = _categories_by_word(taxonomy.categories)
+    suspects = {c for w in name_tokens(value) for c in by_word.get(w.lower(), ())}
+    return any(len(find_name(text, other)) > len(find_name(caption, other)) for other in sorted(suspects))
+
+
+@lru_cache(maxsize=64)
+def _categories_by_word(categories: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+    """word -> categories whose name contains it (once per taxonomy, not once per record)."""
+    index: dict[str, list[str]] = {}
+    for category in categories:
+        for word in {t.lower() for t in name_tokens(category)}:
+            index.setdefault(word, []).append(category)
+    return {word: tuple(names) for word, names in index.items()}
 
 
 def _attribute_candidates(
@@ -147,7 +165,10 @@ def make_negatives(
     def take_attribute(limit: int) -> None:
         while attribute_pool and len(result.negatives) < limit:
             span, value = attribute_pool.pop(0)
-            add(attribute_negative(caption, span, value), "attribute", category)
+            text = attribute_negative(caption, span, value)
+            if names_new_category(caption, text, value, taxonomy):
+                continue  # "grilled rice" -> "fried rice" would be a category swap in disguise
+            add(text, "attribute", category)
 
     take_category(category_quota)
     if sum(n["kind"] == "category" for n in result.negatives) < category_quota:
