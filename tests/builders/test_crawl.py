@@ -42,6 +42,11 @@ def drawn_image(seed: int, fmt: str = "JPEG") -> bytes:
     return buffer.getvalue()
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 128  # the default backlog of 5 refuses connections when 32 clients arrive at once
+    daemon_threads = True
+
+
 class FaultServer:
     """Routes by path; `latency` delays every response (concurrency then matters)."""
 
@@ -61,8 +66,7 @@ class FaultServer:
             def log_message(self, *args):  # keep test output quiet
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
+        self.httpd = _Server(("127.0.0.1", 0), Handler)
         self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()
