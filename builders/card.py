@@ -66,8 +66,12 @@ def _infos(split_rows: Mapping[str, Mapping[str, int]]):
 
 def card_text(split_rows: Mapping[str, Mapping[str, int]], manifest: Mapping[str, Any]) -> str:
     """README.md for a build whose shards hold `split_rows[domain][split]` rows."""
-    data = DatasetCardData(configs=_configs(split_rows), license="other", task_categories=["image-to-text"])
-    _infos(split_rows).to_dataset_card_data(data)
+    # A domain whose every input was rejected has no files; a config without files would break loading.
+    split_rows = {domain: splits for domain, splits in split_rows.items() if splits}
+    data = DatasetCardData(license="other", task_categories=["image-to-text"])
+    if split_rows:
+        data.configs = _configs(split_rows)
+        _infos(split_rows).to_dataset_card_data(data)
     lines = [
         "---",
         data.to_yaml(),

@@ -145,3 +145,11 @@ def test_card_declares_configs_and_features(written):
     for expected in ("config_name: pets", "config_name: all", "pets/train-*.parquet", "dtype: image", "num_examples: 7"):
         assert expected in header
     assert "cafe" in text
+
+
+def test_card_leaves_out_domains_without_rows():
+    from builders.card import card_text
+
+    text = card_text({"pets": {"train": 2}, "empty": {}}, {"content_hash": "x"})
+    assert "config_name: pets" in text and "config_name: empty" not in text and "empty/" not in text
+    assert "configs" not in card_text({}, {}).split("---")[1]
