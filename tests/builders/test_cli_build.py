@@ -1,4 +1,4 @@
-"""`fdrd build`, `fdrd validate`, `fdrd info` as a user runs them: exit codes and one-line errors."""
+"""`fdrd build`, `fdrd validate`, `fdrd info` as a user runs them: exit codes, tables, one-line errors."""
 
 from __future__ import annotations
 
@@ -6,21 +6,57 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 
 import pytest
 
 
-def fdrd(*args) -> subprocess.CompletedProcess:
-    """Run the CLI; rich wraps at the terminal width, so give it a wide one (and unwrap anyway)."""
-    env = {**os.environ, "COLUMNS": "400"}
+@dataclass
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def flat_out(self) -> str:  # rich wraps long lines; compare text with whitespace collapsed
+        return " ".join(self.stdout.split())
+
+    @property
+    def flat_err(self) -> str:
+        return " ".join(self.stderr.split())
+
+
+@pytest.fixture
+def fdrd(capsys, monkeypatch):
+    """Run `fdrd ...` through fdrd.cli.main in this process (a subprocess per call would spend
+    seconds importing), with a wide terminal so that one-line errors stay on one line."""
+    from fdrd.cli import main
+
+    monkeypatch.setenv("COLUMNS", "400")
+
+    def run(*args) -> Ran:
+        capsys.readouterr()
+        monkeypatch.setattr(sys, "argv", ["fdrd", *map(str, args)])
+        try:
+            main()
+            code = 0
+        except SystemExit as exit:
+            code = exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 1)
+        captured = capsys.readouterr()
+        return Ran(code, captured.out, captured.err)
+
+    return run
+
+
+def test_the_console_entry_point_runs_as_a_process(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "fdrd.cli", *map(str, args)], capture_output=True, text=True, timeout=300, env=env
+        [sys.executable, "-m", "fdrd.cli", "validate", str(tmp_path)], capture_output=True, text=True, timeout=300,
+        env={**os.environ, "COLUMNS": "400"},
     )
-    result.flat_out, result.flat_err = " ".join(result.stdout.split()), " ".join(result.stderr.split())
-    return result
+    assert result.returncode == 2 and "no manifest" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_build_validate_info_on_the_coop_fixture(coop_root, tmp_path):
+def test_build_validate_info_on_the_coop_fixture(fdrd, coop_root, tmp_path):
     out = tmp_path / "fdrd"
     built = fdrd("build", "--data-root", coop_root.root, "--out", out, "--captioner", "none", "--workers", "2")
     assert built.returncode == 0, built.stderr
@@ -33,14 +69,14 @@ def test_build_validate_info_on_the_coop_fixture(coop_root, tmp_path):
     assert "problem: leak" in checked.stdout and "1 problem(s)" in checked.stdout
     allowed = fdrd("validate", out, "--allow-leaks")
     assert allowed.returncode == 0, allowed.stdout
-    assert manifest["content_hash"] in allowed.stdout.replace("\n", "")
+    assert manifest["content_hash"] in allowed.flat_out
 
     info = fdrd("info", out)
     assert info.returncode == 0, info.stderr
     assert "oxford_pets" in info.stdout and "Yorkshire Terrier" in info.stdout
 
 
-def test_validate_fails_on_a_tampered_synthetic_shard(synthetic_fdrd, tmp_path):
+def test_validate_fails_on_a_tampered_synthetic_shard(fdrd, synthetic_fdrd, tmp_path):
     import shutil
 
     copy = tmp_path / "copy"
@@ -50,7 +86,7 @@ def test_validate_fails_on_a_tampered_synthetic_shard(synthetic_fdrd, tmp_path):
     shard.write_bytes(shard.read_bytes()[:-100] + bytes(100))
     result = fdrd("validate", copy)
     assert result.returncode == 1
-    assert "sha256 differs" in result.stdout.replace("\n", " ")
+    assert "sha256 differs" in result.flat_out
 
 
 @pytest.mark.parametrize(
@@ -64,7 +100,7 @@ def test_validate_fails_on_a_tampered_synthetic_shard(synthetic_fdrd, tmp_path):
         (["info", "{tmp}"], "no manifest"),
     ],
 )
-def test_bad_input_is_one_red_line_and_exit_2(args, message, coop_root, tmp_path):
+def test_bad_input_is_one_red_line_and_exit_2(fdrd, args, message, coop_root, tmp_path):
     filled = [a.format(root=coop_root.root, tmp=tmp_path) for a in args]
     result = fdrd(*filled, "--out", tmp_path / "out") if args[0] == "build" else fdrd(*filled)
     assert result.returncode == 2, (result.stdout, result.stderr)
@@ -72,7 +108,7 @@ def test_bad_input_is_one_red_line_and_exit_2(args, message, coop_root, tmp_path
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
-def test_a_different_build_is_refused_without_overwrite(coop_root, tmp_path):
+def test_a_different_build_is_refused_without_overwrite(fdrd, coop_root, tmp_path):
     out = tmp_path / "fdrd"
     common = ["build", "--data-root", coop_root.root, "--out", out, "--captioner", "none", "--domains", "oxford_flowers"]
     assert fdrd(*common).returncode == 0
