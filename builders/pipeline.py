@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -236,6 +235,7 @@ NORM_SCHEMA = pa.schema(
         ("item", pa.int64()),
         ("reason", pa.string()),
         ("jpeg", pa.binary()),
+        ("jpeg_bytes", pa.int64()),  # len(jpeg), so that planning shards reads no image bytes
         ("width", pa.int32()),
         ("height", pa.int32()),
         ("sha256", pa.string()),
@@ -264,6 +264,7 @@ def normalize_chunk(
                 "item": index,
                 "reason": None,
                 "jpeg": image.jpeg,
+                "jpeg_bytes": len(image.jpeg),
                 "width": image.width,
                 "height": image.height,
                 "sha256": image.sha256,
@@ -428,13 +429,12 @@ class DomainBuilder:
             jobs, self.options.normalize, self.options.workers, lambda n: self.progress.advance(task, n)
         )
         staged: list[Staged] = []
-        columns = ["item", "reason", "width", "height", "sha256", "pixel_hash", "phash"]
+        columns = ["item", "reason", "width", "height", "sha256", "pixel_hash", "phash", "jpeg_bytes"]
         for k, path in enumerate(paths):
-            table = pq.read_table(path)
-            sizes = pc.binary_length(table["jpeg"]).to_pylist()
-            for row, size in zip(table.select(columns).to_pylist(), sizes, strict=True):
+            for row in pq.read_table(path, columns=columns).to_pylist():
                 index = row.pop("item")
-                staged.append(Staged(item=items[index], index=index, chunk=k, jpeg_bytes=size or 0, **row))
+                row = {key: value for key, value in row.items() if value is not None}  # rejected: reason only
+                staged.append(Staged(item=items[index], index=index, chunk=k, **row))
         for entry in staged:
             entry.id = record_id(self.domain, entry.item.original)
         return staged
