@@ -26,6 +26,11 @@ def tiny_captions() -> list[str]:
 
 
 @pytest.fixture(scope="session")
+def caption_corpus() -> list[str]:
+    return tiny_captions()
+
+
+@pytest.fixture(scope="session")
 def tiny_clip_dir(tmp_path_factory) -> Path:
     """An untrained tiny CLIP (64 px, width 64, 2+2 layers) saved with save_pretrained; built in seconds."""
     from benchmark.tiny import TinyClipSpec, save_tiny_clip
