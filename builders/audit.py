@@ -25,12 +25,11 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from builders.captions.insert import loose_name_pattern, name_tokens
+from builders.captions.insert import loose_name_pattern, name_counter
 from builders.taxonomy import build_taxonomy, name_key
 from fdrd.errors import FdrdError
 from fdrd.schema import COOP_DOMAINS
@@ -62,7 +61,6 @@ FILE_NAME_DOMAINS = {
 # files are judged only against meta-categories the dataset itself defines.
 NOT_NATURAL_META = "text similarity"
 _KEY_CLASS = re.compile(r"^(?P<cls>.+?)(?:_image)?_\d+$")
-_PLURAL_ENDING = re.compile(r"(?:e?s)(?![^\W_])", re.IGNORECASE)
 
 
 @dataclass
@@ -86,46 +84,9 @@ def _normal(text: str) -> str:
     return " ".join(text.split())
 
 
-class ClassCounter:
-    """Counts of every class name in a text, whole-word and inside words, computed fast enough for
-    tens of thousands of captions: a class is only searched for when its first word is in the text."""
-
-    def __init__(self, classes: Iterable[str]):
-        self.classes = [c for c in dict.fromkeys(classes) if name_tokens(c)]
-        self._first = {c: name_tokens(c)[0].lower() for c in self.classes}
-
-    def candidates(self, text: str) -> list[str]:
-        lower = text.lower()
-        return [c for c in self.classes if self._first[c] in lower]
-
-    def counts(self, text: str) -> tuple[Counter[str], Counter[str]]:
-        """(every occurrence, occurrences inside another word) per class name key. An occurrence
-        that lies within another class's occurrence is part of that name, not a mention of its
-        own ("rose" in "pink primrose")."""
-        found = [
-            (match.start(), match.end(), name_key(name))
-            for name in self.candidates(text)
-            for match in loose_name_pattern(name).finditer(text)
-        ]
-        every: Counter[str] = Counter()
-        inside: Counter[str] = Counter()
-        for start, end, key in found:
-            if any(s <= start and end <= e and (s, e) != (start, end) for s, e, _ in found):
-                continue
-            every[key] += 1
-            inside[key] += int(_inside_word(text, start, end))
-        return every, inside
-
-
-def _inside_word(text: str, start: int, end: int) -> bool:
-    before = start > 0 and text[start - 1].isalnum()
-    after = end < len(text) and text[end].isalnum() and not _PLURAL_ENDING.match(text, end)
-    return before or after
-
-
 def audit_records(audit_input: AuditInput) -> dict[str, Any]:
     """The defect counts of one file or built domain, plus the first examples of each defect."""
-    counter = ClassCounter(audit_input.classes)
+    counter = name_counter(tuple(audit_input.classes))
     meta = audit_input.meta
     meta_size = Counter(meta.values()) if meta is not None else Counter()
     counts = Counter({key: 0 for key in AUDIT_KEYS})

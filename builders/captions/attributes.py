@@ -33,22 +33,43 @@ class Vocabulary:
 
     def for_domain(self, domain: str) -> dict[str, tuple[str, ...]]:
         """Entries per type that apply in `domain`: the shared ones plus the domain's own."""
-        extra = self.domain_attributes.get(domain, {})
-        return {
-            kind: tuple(dict.fromkeys(self.attributes.get(kind, ()) + extra.get(kind, ())))
-            for kind in ATTRIBUTE_TYPES
-            if self.attributes.get(kind) or extra.get(kind)
-        }
+        cached = self._per_domain.get(domain)
+        if cached is None:
+            extra = self.domain_attributes.get(domain, {})
+            cached = {
+                kind: tuple(dict.fromkeys(self.attributes.get(kind, ()) + extra.get(kind, ())))
+                for kind in ATTRIBUTE_TYPES
+                if self.attributes.get(kind) or extra.get(kind)
+            }
+            self._per_domain[domain] = cached
+        return cached
 
     def nouns_for(self, domain: str) -> tuple[str, ...]:
         return tuple(dict.fromkeys(self.head_nouns.get(domain, ()) + self.head_nouns.get("default", ())))
 
     def are_synonyms(self, a: str, b: str) -> bool:
-        a, b = a.lower(), b.lower()
-        return a == b or any(a in group and b in group for group in self.synonyms)
+        return b.lower() in self.synonyms_of(a)
+
+    def synonyms_of(self, value: str) -> frozenset[str]:
+        """The lower-cased entries that mean the same as `value`, `value` itself included."""
+        value = value.lower()
+        return self._synonyms_of.get(value) or frozenset((value,))
+
+    # Caches filled on first use (a vocabulary is read once per build and used for every record).
+    @cached_property
+    def _synonyms_of(self) -> dict[str, frozenset[str]]:
+        table: dict[str, set[str]] = {}
+        for group in self.synonyms:
+            for entry in group:
+                table.setdefault(entry, set()).update(group)
+        return {entry: frozenset(group) for entry, group in table.items()}
 
     @cached_property
-    def _matchers(self) -> dict[str, re.Pattern[str]]:
+    def _per_domain(self) -> dict[str, dict[str, tuple[str, ...]]]:
+        return {}
+
+    @cached_property
+    def _matchers(self) -> dict[str, tuple[re.Pattern[str], dict[str, str]]]:
         return {}
 
     def matcher(self, domain: str) -> tuple[re.Pattern[str], dict[str, str]]:

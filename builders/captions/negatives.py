@@ -24,6 +24,8 @@ from builders.captions.insert import (
     display_name,
     find_name,
     fix_article,
+    name_counter,
+    name_key,
     name_tokens,
     replace_name,
 )
@@ -54,10 +56,23 @@ def swap_candidates(category: str, taxonomy: Taxonomy) -> list[str]:
     single member. A candidate whose name contains the true name ("english cocker spaniel" for
     "cocker spaniel") is left out: the true name would survive the swap.
     """
-    siblings = taxonomy.siblings(category)
-    if not siblings:
-        siblings = [c for c in taxonomy.categories if c != category]
-    return [c for c in siblings if not _same_name(c, category) and not contains_name(display_name(c), category)]
+    metas = tuple(taxonomy.meta_category(c) for c in taxonomy.categories)
+    return list(_swap_table(taxonomy.categories, metas).get(category, ()))
+
+
+@lru_cache(maxsize=16)
+def _swap_table(categories: tuple[str, ...], metas: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+    """`swap_candidates` of every category at once: a taxonomy is fixed for a whole build."""
+    members: dict[str, list[str]] = {}
+    for category, meta in zip(categories, metas, strict=True):
+        members.setdefault(meta, []).append(category)
+    table = {}
+    for category, meta in zip(categories, metas, strict=True):
+        siblings = [c for c in members[meta] if c != category] or [c for c in categories if c != category]
+        table[category] = tuple(
+            c for c in siblings if not _same_name(c, category) and not contains_name(display_name(c), category)
+        )
+    return table
 
 
 def category_negative(caption: str, category: str, other: str) -> str:
@@ -74,51 +89,53 @@ def attribute_negative(caption: str, span: dict[str, Any], value: str) -> str:
     return fix_article(caption[:start] + value + caption[end:], start)
 
 
-def names_new_category(caption: str, text: str, value: str, taxonomy: Taxonomy) -> bool:
-    """True when swapping in `value` made `text` name some category more often than `caption` does."""
-    by_word = _categories_by_word(taxonomy.categories)
-    suspects = {c for w in name_tokens(value) for c in by_word.get(w.lower(), ())}
-    return any(len(find_name(text, other)) > len(find_name(caption, other)) for other in sorted(suspects))
+@lru_cache(maxsize=256)
+def _with_edge_words(values: tuple[str, ...]) -> tuple[tuple[str, str, str, str], ...]:
+    """(value, lower-cased value, first word, last word) of each vocabulary entry, once."""
+    out = []
+    for value in values:
+        words = value.lower().split()
+        out.append((value, value.lower(), words[0].strip(_PUNCTUATION), words[-1].strip(_PUNCTUATION)))
+    return tuple(out)
 
 
-@lru_cache(maxsize=64)
-def _categories_by_word(categories: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
-    """word -> categories whose name contains it (once per taxonomy, not once per record)."""
-    index: dict[str, list[str]] = {}
-    for category in categories:
-        for word in {t.lower() for t in name_tokens(category)}:
-            index.setdefault(word, []).append(category)
-    return {word: tuple(names) for word, names in index.items()}
+_PUNCTUATION = ".,;:!?"
 
 
 def _attribute_candidates(
-    caption: str, attributes: list[dict[str, Any]], vocabulary: Vocabulary, domain: str, rng: random.Random
+    caption: str,
+    attributes: list[dict[str, Any]],
+    vocabulary: Vocabulary,
+    domain: str,
+    rng: random.Random,
+    per_span: int,
 ) -> list[tuple[dict[str, Any], str]]:
-    """(span, new value) pairs in draw order: shuffled, then interleaved so that successive
-    negatives change different spans whenever the caption has several."""
+    """(span, new value) pairs in draw order: up to `per_span` random values for each span, the
+    spans in random order and interleaved, so that successive negatives change different spans
+    whenever the caption has several."""
     entries = vocabulary.for_domain(domain)
-    per_span: list[list[tuple[dict[str, Any], str]]] = []
+    drawn: list[list[tuple[dict[str, Any], str]]] = []
     for span in attributes:
-        if caption[span["char_start"] : span["char_end"]] != span["value"]:
-            continue  # a span that does not slice the caption cannot be swapped safely
         start, end = span["char_start"], span["char_end"]
+        if caption[start:end] != span["value"]:
+            continue  # a span that does not slice the caption cannot be swapped safely
         before = caption[:start].split()[-1:]
         after = caption[end:].split()[:1]
+        word_before = before[0].lower().strip(_PUNCTUATION) if before else None
+        word_after = after[0].lower().strip(_PUNCTUATION) if after else None
+        same = vocabulary.synonyms_of(span["value"])
         values = [
-            v
-            for v in entries.get(span["name"], ())
-            if not vocabulary.are_synonyms(v, span["value"])
+            value
+            for value, lower, first, last in _with_edge_words(entries.get(span["name"], ()))
             # "a sofa background" must not become "a dark background background".
-            and [w.lower() for w in v.split()[-1:]] != [w.lower().strip(".,;:!?") for w in after]
-            and [w.lower() for w in v.split()[:1]] != [w.lower().strip(".,;:!?") for w in before]
+            if lower not in same and first != word_before and last != word_after
         ]
         if values:
-            rng.shuffle(values)
-            per_span.append([(span, v) for v in values])
-    rng.shuffle(per_span)
+            drawn.append([(span, v) for v in rng.sample(values, min(per_span, len(values)))])
+    rng.shuffle(drawn)
     ordered = []
-    for i in range(max((len(c) for c in per_span), default=0)):
-        ordered.extend(c[i] for c in per_span if i < len(c))
+    for i in range(max((len(c) for c in drawn), default=0)):
+        ordered.extend(c[i] for c in drawn if i < len(c))
     return ordered
 
 
@@ -137,25 +154,45 @@ def make_negatives(
     `keep` holds negatives already vetted elsewhere (the fdrd-json import keeps sound released
     category swaps); they count toward the category view.
     """
-    result = NegativeSet(list(keep or [])[:m])
-    seen = {caption.lower()} | {n["text"].lower() for n in result.negatives}
+    result = NegativeSet([])
+    seen = {caption.lower()}
     domain = taxonomy.domain
     category_quota = m - m // 2
+
+    counter = name_counter(taxonomy.categories)
+    caption_counts, caption_inside = counter.counts(caption)
+
+    def names_only(text: str, allowed: set[str]) -> bool:
+        """The negative names no category more often than the caption except `allowed`, and no
+        category sits inside a word more often: what the audit checks ("grilled rice" -> "fried
+        rice" would be a category swap in disguise, "blurred green" -> "blurred ginger" hides a
+        "red ginger" inside words)."""
+        counts, inside = counter.counts(text)
+        if any(inside[k] > caption_inside[k] for k in inside):
+            return False
+        return all(k in allowed for k in counts if counts[k] > caption_counts[k])
 
     def add(text: str, kind: str, named: str) -> bool:
         if text.lower() in seen:
             return False
         if kind == "category" and contains_name(text, category):
             return False
+        if not names_only(text, {name_key(named)} if kind == "category" else set()):
+            return False
         seen.add(text.lower())
         result.negatives.append({"text": text, "kind": kind, "category": named})
         return True
+
+    for kept in (keep or [])[:m]:
+        # Vetted elsewhere, but held to the same checks as our own.
+        add(kept["text"], "category", kept["category"])
 
     category_pool: list[str] = []
     if find_name(caption, category):
         category_pool = swap_candidates(category, taxonomy)
         rng.shuffle(category_pool)
-    attribute_pool = _attribute_candidates(caption, attributes, vocabulary, domain, rng)
+    # A few spare values per span: some candidates fail the checks in `add`.
+    attribute_pool = _attribute_candidates(caption, attributes, vocabulary, domain, rng, per_span=2 * m + 2)
 
     def take_category(limit: int) -> None:
         while category_pool and sum(n["kind"] == "category" for n in result.negatives) < limit:
@@ -165,10 +202,7 @@ def make_negatives(
     def take_attribute(limit: int) -> None:
         while attribute_pool and len(result.negatives) < limit:
             span, value = attribute_pool.pop(0)
-            text = attribute_negative(caption, span, value)
-            if names_new_category(caption, text, value, taxonomy):
-                continue  # "grilled rice" -> "fried rice" would be a category swap in disguise
-            add(text, "attribute", category)
+            add(attribute_negative(caption, span, value), "attribute", category)
 
     take_category(category_quota)
     if sum(n["kind"] == "category" for n in result.negatives) < category_quota:
