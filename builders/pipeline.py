@@ -2,11 +2,11 @@
 
 Layout of work in progress (all under `<out>/.fdrd-build/`, removed once manifest.json is written):
   config.json                  the build identity; a rerun with other settings is refused
-  lock                         flock held by the running build
   <domain>/items.json          fingerprint of the source's item sequence (must match on resume)
   <domain>/norm-NNNNN.parquet  normalized chunk: stored bytes + hashes, or the rejection reason
   <domain>/ann-NNNNN.json      caption-stage output for a group of chunks
   <domain>/done.json           the finished domain: shards, counts, row digests, rejections
+The running build holds an flock on <out> itself, so a second build into it is refused.
 Every file is written under a temporary name and renamed, so existence means complete: a build
 killed at any moment (SIGKILL included) and rerun with the same arguments redoes only missing
 units and ends with the same content hash, because every step is deterministic in the item order.
@@ -19,6 +19,7 @@ import fcntl
 import hashlib
 import json
 import multiprocessing
+import os
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -152,7 +153,7 @@ def _holds_build_files(out: Path) -> bool:
     for path in out.iterdir():
         if path.name != STAGING:
             return True
-        if any(not p.name.startswith(".") and p.name != "lock" for p in path.iterdir()):
+        if any(not p.name.startswith(".") for p in path.iterdir()):
             return True
     return False
 
@@ -209,23 +210,42 @@ def prepare_out_dir(out: Path, identity: dict[str, Any], overwrite: bool) -> dic
     return None
 
 
+# Lock descriptors of this process; forked workers close their copies (see _close_inherited_locks).
+_HELD_LOCK_FDS: set[int] = set()
+
+
 class BuildLock:
-    """One build per output directory at a time; the kernel drops the lock if the process dies."""
+    """One build per output directory at a time: an flock on the directory itself, taken before the
+    directory is inspected or cleared; the kernel drops it if the process dies."""
 
     def __init__(self, out: Path):
-        self.path = out / STAGING / "lock"
+        self.out = out
 
     def __enter__(self) -> BuildLock:
-        self.handle = open(self.path, "a+")
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(self.out, os.O_RDONLY)
         try:
-            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            self.handle.close()
-            raise FdrdError(f"another `fdrd build` is writing to {self.path.parent.parent}; wait for it") from None
+            os.close(self.fd)
+            raise FdrdError(f"another `fdrd build` is writing to {self.out}; wait for it to finish") from None
+        _HELD_LOCK_FDS.add(self.fd)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.handle.close()
+        _HELD_LOCK_FDS.discard(self.fd)
+        os.close(self.fd)
+
+
+def _close_inherited_locks() -> None:
+    """Pool initializer: a forked worker shares the parent's lock; if the parent is killed, an
+    orphaned worker must not keep the output directory locked against the rerun."""
+    for fd in _HELD_LOCK_FDS:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD_LOCK_FDS.clear()
 
 
 # ---------------------------------------------------------------- normalization units
@@ -298,7 +318,9 @@ def _run_normalization(
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
     pending = list(reversed(jobs))
-    with futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    with futures.ProcessPoolExecutor(
+        max_workers=workers, mp_context=context, initializer=_close_inherited_locks
+    ) as pool:
         running: set[futures.Future[int]] = set()
         while pending or running:
             while pending and len(running) < 2 * workers:
@@ -671,13 +693,16 @@ def build(options: BuildOptions, console: Console | None = None) -> dict[str, An
     out = Path(options.out)
     options = _replace_out(options, out)
     identity = build_identity(options, source.name, domains)
-    finished = prepare_out_dir(out, identity, options.overwrite)
-    if finished is not None:
-        console.print(f"{out} already holds this build (content hash {finished['content_hash'][:16]}); nothing to do")
-        return finished
-    with BuildLock(out), _progress(console) as progress:
-        results = {domain: DomainBuilder(options, source, domain, progress).run() for domain in domains}
-    return _finish(out, identity, results)
+    if out.exists() and not out.is_dir():
+        raise FdrdError(f"--out {out} is a file, not a directory; choose a directory")
+    with BuildLock(out):
+        finished = prepare_out_dir(out, identity, options.overwrite)
+        if finished is not None:
+            console.print(f"{out} already holds this build (content hash {finished['content_hash'][:16]}); nothing to do")
+            return finished
+        with _progress(console) as progress:
+            results = {domain: DomainBuilder(options, source, domain, progress).run() for domain in domains}
+        return _finish(out, identity, results)
 
 
 def _replace_out(options: BuildOptions, out: Path) -> BuildOptions:

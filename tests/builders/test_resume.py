@@ -136,8 +136,31 @@ def test_resume_refuses_a_source_that_changed(coop_root, tmp_path, monkeypatch):
 def test_a_second_build_into_the_same_directory_waits_its_turn(coop_root, tmp_path):
     out = tmp_path / "fdrd"
     options = BuildOptions(out=out, data_root=coop_root.root, captions=CaptionSettings(captioner="none"))
-    identity = pipeline.build_identity(options, "coop", ["oxford_pets", "oxford_flowers"])
-    pipeline.prepare_out_dir(out, identity, overwrite=False)
     with pipeline.BuildLock(out):
         with pytest.raises(FdrdError, match="another `fdrd build` is writing"):
-            build(options, console=Console(quiet=True))
+            build(BuildOptions(**{**options.__dict__, "overwrite": True}), console=Console(quiet=True))
+    assert build(options, console=Console(quiet=True))["rows"] > 0  # the lock went with its holder
+
+
+def test_forked_workers_do_not_keep_the_directory_locked(tmp_path):
+    import multiprocessing
+
+    out = tmp_path / "fdrd"
+    context = multiprocessing.get_context("fork")
+    ready, stop = context.Event(), context.Event()
+
+    def worker():  # what a pool worker does first, then it outlives its parent's lock
+        pipeline._close_inherited_locks()
+        ready.set()
+        stop.wait(30)
+
+    with pipeline.BuildLock(out):
+        child = context.Process(target=worker)
+        child.start()
+        assert ready.wait(30)
+    try:
+        with pipeline.BuildLock(out):  # free although the child is still alive
+            assert child.is_alive()
+    finally:
+        stop.set()
+        child.join(30)
