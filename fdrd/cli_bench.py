@@ -1,7 +1,82 @@
-"""Commands of this area (filled by its owner)."""
+"""`fdrd bench`: train (if the method trains) and evaluate a method per domain and seed, write one results
+file each, and print per-domain and AVG recall. The work happens in benchmark/bench.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 import typer
+from rich.console import Console
+
+from fdrd.errors import FdrdError
+
+DEFAULT_MODEL = "openai/clip-vit-base-patch32"  # the paper's backbone (benchmark.bench uses this one)
+
+
+def parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise FdrdError(f"--seeds {text!r}: expected comma-separated integers, e.g. --seeds 1,2,3") from None
+    if not seeds:
+        raise FdrdError("--seeds: give at least one seed, e.g. --seeds 1,2,3")
+    if len(set(seeds)) != len(seeds):
+        raise FdrdError(f"--seeds {text!r}: a seed is listed twice")
+    return seeds
+
+
+def parse_domains(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    domains = [part.strip() for part in text.split(",") if part.strip()]
+    if not domains:
+        raise FdrdError("--domains: give at least one domain name, or leave the option out for all")
+    return domains
 
 
 def register(app: typer.Typer) -> None:
-    pass
+    @app.command("bench")
+    def bench(
+        method: str = typer.Argument(..., help="Method name (zeroshot, coop, clip_adapter, ...)."),
+        data: Path = typer.Option(..., "--data", help="A dataset directory written by `fdrd build`."),
+        domains: str = typer.Option(None, "--domains", help="Comma-separated domains; default: all of them."),
+        model: str = typer.Option(DEFAULT_MODEL, "--model", help="CLIP checkpoint: Hub id or local folder."),
+        shots: int = typer.Option(16, "--shots", help="Training records per category; 0 takes every record."),
+        seeds: str = typer.Option("1,2,3", "--seeds", help="Comma-separated seeds; one results file each."),
+        set_: list[str] = typer.Option(None, "--set", help="Override a config field: --set lr=0.01 (repeatable)."),
+        out: Path = typer.Option(Path("runs"), "--out", help="Where results files and checkpoints go."),
+        device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+        resume: bool = typer.Option(False, "--resume", help="Continue training from the last checkpoints."),
+        allow_fewer_shots: bool = typer.Option(
+            False, "--allow-fewer-shots", help="Take all records of categories that have fewer than --shots."
+        ),
+        feature_cache: Path = typer.Option(
+            None, "--feature-cache", help="Folder to keep frozen image features in between runs."
+        ),
+        eval_batch_size: int = typer.Option(256, "--eval-batch-size", help="Batch size for encoding splits."),
+    ) -> None:
+        """Train and evaluate METHOD on FDRD; write one results JSON per (method, domain, seed)."""
+        from benchmark.bench import BenchOptions, run_bench
+        from benchmark.methods.base import parse_set_options
+        from benchmark.results import summary_table
+
+        if shots < 0:
+            raise FdrdError(f"--shots must be 0 (every record) or positive, got {shots}")
+        console = Console(stderr=True)
+        options = BenchOptions(
+            method=method,
+            data=data,
+            domains=parse_domains(domains),
+            model=model,
+            shots=shots or None,
+            seeds=parse_seeds(seeds),
+            overrides=parse_set_options(set_),
+            out=out,
+            device=device,
+            resume=resume,
+            allow_fewer_shots=allow_fewer_shots,
+            feature_cache_dir=feature_cache,
+            eval_batch_size=eval_batch_size,
+        )
+        results = run_bench(options, console=console)
+        Console().print(summary_table(results))
