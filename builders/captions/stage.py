@@ -170,9 +170,10 @@ def _vlm_captions(
     raw = caption_images(images, vlm_options, cache_path)
     nouns = vocabulary.nouns_for(taxonomy.domain)
     for i in todo:
-        caption = raw.get(image_sha256[i], "").strip()
+        caption = " ".join(raw.get(image_sha256[i], "").split())
         if not caption:
             continue  # an empty caption is rejected by the caller: nothing to describe the image with
+        caption = caption[0].upper() + caption[1:]  # small models often start in lower case
         item = items[i]
         item.caption = insert_category(caption, item.category, nouns)
         report["captioned_vlm"] += 1
