@@ -24,6 +24,8 @@ def _domains(value: str | None) -> tuple[str, ...] | None:
 
 
 def register(app: typer.Typer) -> None:
+    # Defaults repeat builders.pipeline.BuildOptions' (importing it here would slow `fdrd --help`);
+    # tests/builders/test_cli_build.py checks that they agree.
     @app.command()
     def build(
         split: str = typer.Option("all", help="all (train, val, test, and pretrain for synthetic), train, val or test."),
@@ -38,7 +40,7 @@ def register(app: typer.Typer) -> None:
         jpeg_quality: int = typer.Option(95, min=1, max=100, help="JPEG quality of the stored images."),
         phash_threshold: int = typer.Option(4, min=0, max=32, help="Hamming distance (of 64 bits) for near duplicates."),
         overwrite: bool = typer.Option(False, help="Replace a different build already in --out."),
-        captioner: str = typer.Option("auto", help="Caption stage: auto, none, or a captioner name."),
+        captioner: str = typer.Option("auto", help="Caption stage: auto, none, template, vlm or fdrd-json."),
         captions: Path = typer.Option(None, help="Captions file for the caption stage."),
         caption_model: str = typer.Option(None, help="Vision-language model of the caption stage."),
         caption_prompt: str = typer.Option(None, help="Prompt of the caption stage."),

@@ -117,3 +117,20 @@ def test_a_different_build_is_refused_without_overwrite(fdrd, coop_root, tmp_pat
     replaced = fdrd(*common, "--jpeg-quality", "80", "--overwrite")
     assert replaced.returncode == 0, replaced.stderr
     assert json.loads((out / "manifest.json").read_text())["build"]["normalize"]["jpeg_quality"] == 80
+
+
+def test_cli_defaults_agree_with_build_options():
+    import typer.main
+
+    from builders.normalize import NormalizeOptions
+    from builders.pipeline import BuildOptions, CaptionSettings
+    from fdrd.cli import app
+
+    command = typer.main.get_command(app).commands["build"]
+    defaults = {param.name: param.default for param in command.params}
+    options, normalize, captions = BuildOptions(), NormalizeOptions(), CaptionSettings()
+    assert defaults["out"] == options.out and defaults["workers"] == options.workers
+    assert (defaults["split"], defaults["source"], defaults["seed"]) == (options.split, options.source, options.seed)
+    assert defaults["phash_threshold"] == options.phash_threshold
+    assert (defaults["short_side"], defaults["jpeg_quality"]) == (normalize.short_side, normalize.jpeg_quality)
+    assert (defaults["captioner"], defaults["negatives"]) == (captions.captioner, captions.negatives)
