@@ -10,6 +10,7 @@ one, capped so that a hostile server cannot park a worker for hours.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -121,17 +122,36 @@ def backoff_delay(retry_number: int, policy: FetchPolicy, rng: random.Random) ->
 
 
 class HostLimiter:
-    """At most `per_host` requests in flight to one host at a time."""
+    """At most `per_host` requests in flight to one host at a time. A host's semaphore is dropped
+    when nobody holds or awaits it, so a list spanning millions of hosts does not keep millions."""
 
     def __init__(self, per_host: int):
         self.per_host = per_host
-        self._semaphores: dict[str, asyncio.Semaphore] = {}
+        self._hosts: dict[str, tuple[asyncio.Semaphore, int]] = {}  # key -> (semaphore, users)
 
-    def __call__(self, url: httpx.URL) -> asyncio.Semaphore:
-        key = f"{url.scheme}://{url.host}:{url.port or ''}"
-        if key not in self._semaphores:
-            self._semaphores[key] = asyncio.Semaphore(self.per_host)
-        return self._semaphores[key]
+    @staticmethod
+    def key(url: httpx.URL) -> str:
+        return f"{url.scheme}://{url.host}:{url.port or ''}"
+
+    def __len__(self) -> int:
+        return len(self._hosts)
+
+    @contextlib.asynccontextmanager
+    async def slot(self, url: httpx.URL):
+        key = self.key(url)
+        semaphore, users = self._hosts.get(key, (None, 0))
+        if semaphore is None:
+            semaphore = asyncio.Semaphore(self.per_host)
+        self._hosts[key] = (semaphore, users + 1)
+        try:
+            async with semaphore:
+                yield
+        finally:
+            semaphore, users = self._hosts[key]
+            if users == 1:
+                del self._hosts[key]
+            else:
+                self._hosts[key] = (semaphore, users - 1)
 
 
 async def fetch_image(client: httpx.AsyncClient, url: str, policy: FetchPolicy, hosts: HostLimiter,
@@ -169,7 +189,7 @@ async def _attempt(client: httpx.AsyncClient, url: str, policy: FetchPolicy,
     visited = {str(current)}
     for _hop in range(policy.max_redirects + 1):
         try:
-            async with hosts(current):
+            async with hosts.slot(current):
                 async with client.stream("GET", current) as response:
                     if response.is_redirect:
                         target = current.join(response.headers["location"])

@@ -482,3 +482,67 @@ def test_cli_crawl(server, tmp_path):
     bad.write_text('{"link": "http://x"}\n')
     result = CliRunner().invoke(app, ["crawl", str(bad), "--out", str(tmp_path / "o2")])
     assert isinstance(result.exception, FdrdError) and "found link" in str(result.exception)
+
+
+def test_host_limiter_bounds_each_host_and_forgets_idle_ones():
+    import asyncio
+
+    import httpx
+
+    from builders.crawl_fetch import HostLimiter
+
+    async def run() -> tuple[dict[str, int], int]:
+        limiter = HostLimiter(per_host=3)
+        in_flight: Counter[str] = Counter()
+        peak: Counter[str] = Counter()
+
+        async def request(host: str) -> None:
+            async with limiter.slot(httpx.URL(f"http://{host}/x.jpg")):
+                in_flight[host] += 1
+                peak[host] = max(peak[host], in_flight[host])
+                await asyncio.sleep(0.01)
+                in_flight[host] -= 1
+
+        await asyncio.gather(*(request(f"host{i % 4}.example") for i in range(40)))
+        return dict(peak), len(limiter)
+
+    peak, remaining = asyncio.run(run())
+    assert peak == {f"host{i}.example": 3 for i in range(4)} and remaining == 0
+
+
+def test_killed_crawl_process_resumes_without_refetching(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    slow_server = FaultServer(latency=0.05)
+    try:
+        listing = good_list(slow_server, tmp_path, 40)
+        out = tmp_path / "out"
+        command = [sys.executable, "-m", "fdrd.cli", "crawl", str(listing), "--out", str(out), "--shard-size", "8",
+                   "--concurrency", "2", "--no-progress"]
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                   env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
+
+        def finished() -> int:
+            shards = out / "shards"
+            return sum(len(p.read_text().splitlines()) for p in shards.glob("*.jsonl")) if shards.is_dir() else 0
+
+        deadline = time.monotonic() + 120
+        while finished() < 12 and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        process.kill()  # SIGKILL: no cleanup code runs
+        process.wait()
+        assert process.returncode != 0, process.stderr.read().decode()
+        store = CrawlStore(out)
+        before = {r["url"] for shard in range(5) for r in
+                  (store.results(shard) if store.is_done(shard) else store.journaled(shard).values())}
+        hits_before = Counter(slow_server.hits)
+        assert 12 <= len(before) < 40
+        manifest = crawl(listing, out, CrawlOptions(concurrency=2, shard_size=8, policy=fast_policy(), progress=False))
+        assert manifest["totals"]["ok"] == 40 and manifest["shards_done"] == 5
+        refetched = slow_server.hits - hits_before
+        assert not {slow_server.base + path for path in refetched} & before  # finished URLs never again
+        assert sum(refetched.values()) == 40 - len(before)
+    finally:
+        slow_server.close()

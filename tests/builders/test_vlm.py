@@ -145,3 +145,16 @@ def test_bad_inputs_are_named_errors(tiny_model, tmp_path):
     with pytest.raises(FdrdError, match=r"image 0{64}: cannot be decoded"):
         caption_images([("0" * 64, b"<html>")], options(tiny_model), tmp_path / "c.sqlite", progress=False)
     assert caption_images([], options(tiny_model), tmp_path / "c.sqlite", progress=False) == {}
+
+
+def test_bfloat16_path_runs_and_keys_share_the_cache(tiny_model, tmp_path):
+    """The GPU dtype (bfloat16) on CPU: inputs are cast with the model, captions come back; dtype is
+    not part of the cache key, so float32 finds them (the key is model + prompt + length only)."""
+    import torch
+
+    images = [drawn(i) for i in range(3)]
+    captioner = Captioner(options(tiny_model, dtype="bfloat16"), "cpu")
+    assert next(captioner.model.parameters()).dtype == torch.bfloat16
+    half = caption_images(images, options(tiny_model, dtype="bfloat16"), tmp_path / "c.sqlite", progress=False)
+    assert set(half) == {sha for sha, _ in images} and all(half.values())
+    assert caption_images(images, options(tiny_model), tmp_path / "c.sqlite", progress=False) == half
