@@ -189,6 +189,7 @@ def _released_captions(
         load_released,
         match_records,
         record_level_report,
+        repair_in_word_class,
         sound_released_negatives,
     )
 
@@ -211,6 +212,8 @@ def _released_captions(
         if not positive:
             rejected[i] = f"{record.source_file}: record {record.key!r} has an empty positive caption"
             continue
+        positive, glued = repair_in_word_class(positive, item.category, taxonomy.domain, item.meta_category)
+        report["in_word_classes_repaired"] += glued
         # The released positives sometimes say "A Abyssinian": articles before the name are fixed.
         caption = fix_articles_before(insert_category(positive, item.category, nouns), item.category)
         report[f"category_{insertion_kind(positive, item.category, nouns)}"] += 1

@@ -21,7 +21,7 @@ from builders.captions.fdrd_json import (
     released_files,
     sound_released_negatives,
 )
-from builders.captions.insert import contains_name
+from builders.captions.insert import contains_name, inside_word, loose_name_pattern
 from builders.captions.negatives import category_negative, swap_candidates
 from builders.captions.stage import CaptionOptions, annotate
 from builders.sources.base import SourceItem
@@ -252,3 +252,26 @@ def test_importing_the_real_released_files_leaves_no_defect(tmp_path, file_name)
                        taxonomy.categories, {name_key(c): taxonomy.meta_category(c) for c in taxonomy.categories})
     counts = audit_records(built)
     assert {k: counts[k] for k in AUDIT_KEYS[2:]} == {k: 0 for k in AUDIT_KEYS[2:]}, counts["examples"]
+    # The positives lose the released in-word substitutions too ("sgreat pyreneestered").
+    if domain != "oxford_flowers":
+        assert result.report["in_word_classes_repaired"] > 0
+        for it in items:
+            assert not any(inside_word(it.caption, *m.span()) for m in loose_name_pattern(it.category).finditer(it.caption))
+
+
+@pytest.mark.parametrize(
+    ("positive", "category", "domain", "meta", "expected", "count"),
+    [
+        ("A Abyssinian near sAbyssiniantered toys.", "Abyssinian", "oxford_pets", "cat",
+         "A Abyssinian near scattered toys.", 1),
+        ("A beagle playing beaglegedly.", "beagle", "oxford_pets", "dog", "A beagle playing doggedly.", 1),
+        ("Two Bengals and a Bengal.", "Bengal", "oxford_pets", "cat", "Two Bengals and a Bengal.", 0),
+        ("Other air707-320 airplanes; Aero707-320 too.", "707-320", "fgvc_aircraft", "707",
+         "Other airplane airplanes; Aeroplane too.", 2),
+        ("A rosebud.", "rose", "oxford_flowers", "", "A rosebud.", 0),
+    ],
+)
+def test_repair_in_word_class(positive, category, domain, meta, expected, count):
+    from builders.captions.fdrd_json import repair_in_word_class
+
+    assert repair_in_word_class(positive, category, domain, meta) == (expected, count)
