@@ -4,7 +4,7 @@ Layout of work in progress (all under `<out>/.fdrd-build/`, removed once manifes
   config.json                  the build identity; a rerun with other settings is refused
   <domain>/items.json          fingerprint of the source's item sequence (must match on resume)
   <domain>/norm-NNNNN.parquet  normalized chunk: stored bytes + hashes, or the rejection reason
-  <domain>/ann-NNNNN.json      caption-stage output for a group of chunks
+  <domain>/ann.json            caption-stage output for the domain
   <domain>/done.json           the finished domain: shards, counts, row digests, rejections
 The running build holds an flock on <out> itself, so a second build into it is refused.
 Every file is written under a temporary name and renamed, so existence means complete: a build
@@ -61,7 +61,6 @@ from fdrd.schema import SCHEMA_VERSION, SPLITS, record_id, validate_record
 
 STAGING = ".fdrd-build"
 CHUNK_SIZE = 64  # items per normalization unit: small enough for a smooth bar, big enough to amortise IPC
-ANNOTATION_CHUNKS = 16  # chunks per caption-stage call: VLM batches want hundreds of images
 # Splits a test image must not near-duplicate; order = which copy of an exact duplicate is kept.
 TRAINING_SPLITS = ("train", "val", "pretrain")
 KEEP_ORDER = ("train", "val", "pretrain", "test")
@@ -386,6 +385,30 @@ def _caption_stage(settings: CaptionSettings, seed: int, data_root: Path | None)
     return annotate, options
 
 
+class StagedImages(Sequence[bytes]):
+    """The stored bytes of staged items, read from their chunk files on access (one chunk kept),
+    so the caption stage gets a list-like view without every image of a domain in memory."""
+
+    def __init__(self, stage_dir: Path, members: list[Staged]):
+        self.stage_dir = stage_dir
+        self.members = members
+        self.cached_chunk: int | None = None
+        self.cached: dict[int, bytes] = {}
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def __getitem__(self, position):  # type: ignore[override]
+        if isinstance(position, slice):
+            return [self[k] for k in range(*position.indices(len(self)))]
+        member = self.members[position]
+        if member.chunk != self.cached_chunk:
+            table = pq.read_table(self.stage_dir / f"norm-{member.chunk:05d}.parquet", columns=["item", "jpeg"])
+            self.cached = dict(zip(table["item"].to_pylist(), table["jpeg"].to_pylist(), strict=True))
+            self.cached_chunk = member.chunk
+        return self.cached[member.index]
+
+
 class DomainBuilder:
     """Builds one domain into `<out>/<domain>/` and records the result in staging `done.json`."""
 
@@ -463,62 +486,54 @@ class DomainBuilder:
 
     # -- captions
     def _annotate(self, staged: list[Staged], task: Any) -> None:
+        """One caption-stage call for the whole domain (the stage matches released records and
+        spots ambiguous file names across all items of a domain). Its result is staged in
+        ann.json; an interrupted call is redone, cheaply, from the stage's cache in staging."""
         settings = self.options.captions
         if settings.captioner == "none":
             return
-        annotate, caption_options = _caption_stage(settings, self.options.seed, self.options.data_root)
-        cache_dir = self.options.caption_cache_dir or self.options.out / STAGING / "caption-cache"
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        taxonomy = self.source.taxonomy(self.domain)
-        groups: dict[int, list[Staged]] = {}
-        for entry in staged:
-            if entry.reason is None:
-                groups.setdefault(entry.chunk // ANNOTATION_CHUNKS, []).append(entry)
-        self.progress.update(task, description=f"{self.domain}: captions", total=len(staged), completed=0)
-        for group, members in sorted(groups.items()):
-            path = self.stage_dir / f"ann-{group:05d}.json"
-            if not path.is_file():
-                jpegs = self._read_jpegs(members)
-                result = annotate(
-                    [m.item for m in members], jpegs, [m.sha256 for m in members], taxonomy, caption_options, cache_dir
-                )
-                write_json_atomic(
-                    path,
-                    {
-                        "report": dict(result.report),
-                        "rejected": {str(k): v for k, v in result.rejected.items()},
-                        "record_rejections": [
-                            RejectedInput(r.domain, r.split, r.original, r.reason, "captions").to_json()
-                            for r in getattr(result, "record_rejections", [])
-                        ],
-                        "annotations": [
-                            {"caption": m.item.caption, "attributes": m.item.attributes, "negatives": m.item.negatives}
-                            for m in members
-                        ],
-                    },
-                )
-            saved = read_json(path)
-            for k, member in enumerate(members):
-                member.item.caption = saved["annotations"][k]["caption"]
-                member.item.attributes = saved["annotations"][k]["attributes"]
-                member.item.negatives = saved["annotations"][k]["negatives"]
-                if str(k) in saved["rejected"]:
-                    member.reason, member.stage = saved["rejected"][str(k)], "captions"
-            self.caption_report = _add_counts(self.caption_report, saved["report"])
-            self.caption_rejections += [RejectedInput(**r) for r in saved["record_rejections"]]
-            self.progress.advance(task, len(members))
-
-    def _read_jpegs(self, members: list[Staged]) -> list[bytes]:
-        wanted: dict[int, set[int]] = {}
-        for m in members:
-            wanted.setdefault(m.chunk, set()).add(m.index)
-        found: dict[int, bytes] = {}
-        for chunk, indices in wanted.items():
-            table = pq.read_table(self.stage_dir / f"norm-{chunk:05d}.parquet", columns=["item", "jpeg"])
-            for index, jpeg in zip(table["item"].to_pylist(), table["jpeg"].to_pylist(), strict=True):
-                if index in indices:
-                    found[index] = jpeg
-        return [found[m.index] for m in members]
+        members = [entry for entry in staged if entry.reason is None]
+        path = self.stage_dir / "ann.json"
+        self.progress.update(task, description=f"{self.domain}: captions", total=len(members), completed=0)
+        if not path.is_file():
+            annotate, caption_options = _caption_stage(settings, self.options.seed, self.options.data_root)
+            cache_dir = self.options.caption_cache_dir or self.options.out / STAGING / "caption-cache"
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            result = annotate(
+                [m.item for m in members],
+                StagedImages(self.stage_dir, members),
+                [m.sha256 for m in members],
+                self.source.taxonomy(self.domain),
+                caption_options,
+                cache_dir,
+            )
+            write_json_atomic(
+                path,
+                {
+                    # Per-record facts of released caption files come once per domain (see AnnotationResult).
+                    "report": {**result.report, **getattr(result, "record_report", {})},
+                    "rejected": {str(k): v for k, v in result.rejected.items()},
+                    "record_rejections": [
+                        RejectedInput(r.domain, r.split, r.original, r.reason, "captions").to_json()
+                        for r in getattr(result, "record_rejections", [])
+                    ],
+                    "annotations": [
+                        {"caption": m.item.caption, "attributes": m.item.attributes, "negatives": m.item.negatives}
+                        for m in members
+                    ],
+                },
+            )
+        saved = read_json(path)
+        for k, member in enumerate(members):
+            annotation = saved["annotations"][k]
+            member.item.caption = annotation["caption"]
+            member.item.attributes = annotation["attributes"]
+            member.item.negatives = annotation["negatives"]
+            if str(k) in saved["rejected"]:
+                member.reason, member.stage = saved["rejected"][str(k)], "captions"
+        self.caption_report = saved["report"]
+        self.caption_rejections = [RejectedInput(**r) for r in saved["record_rejections"]]
+        self.progress.update(task, completed=len(members))
 
     # -- dedup
     def _dedup(self, staged: list[Staged], task: Any) -> None:
@@ -544,7 +559,7 @@ class DomainBuilder:
         pairs = confirmed_near_duplicates(
             [s.phash for s in alive],
             self.options.phash_threshold,
-            lambda indices: dict(zip(indices, self._read_jpegs([alive[i] for i in indices]), strict=True)),
+            lambda indices: dict(zip(indices, StagedImages(self.stage_dir, [alive[i] for i in indices]), strict=True)),
         )
         for i, j, distance in pairs:
             a, b = alive[i], alive[j]
@@ -649,13 +664,6 @@ class DomainBuilder:
             "splits": splits,
             "exact_duplicates": sum(1 for s in staged if s.reason and s.reason.startswith("exact duplicate")),
         }
-
-
-def _add_counts(total: dict[str, int], extra: dict[str, int]) -> dict[str, int]:
-    merged = dict(total)
-    for key, value in extra.items():
-        merged[key] = merged.get(key, 0) + value
-    return merged
 
 
 # ---------------------------------------------------------------- the whole build

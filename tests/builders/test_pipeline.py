@@ -11,8 +11,10 @@ import pyarrow.parquet as pq
 import pytest
 from rich.console import Console
 
+import builders.pipeline as pipeline
 from builders.pipeline import BuildOptions, CaptionSettings, build
 from builders.report import read_rejected
+from builders.sources.base import Rejection
 from builders.validate import validate_build
 from fdrd.errors import FdrdError
 from fdrd.schema import record_id
@@ -139,6 +141,8 @@ def test_a_different_build_in_out_is_refused_unless_overwrite(coop_root, tmp_pat
 class FakeResult:
     report: dict
     rejected: dict
+    record_rejections: list
+    record_report: dict
 
 
 def test_caption_stage_hook_fills_captions_and_rejections(coop_root, tmp_path, monkeypatch):
@@ -153,7 +157,8 @@ def test_caption_stage_hook_fills_captions_and_rejections(coop_root, tmp_path, m
             item.caption = f"a photo of a {item.category}"
             item.attributes = []
             item.negatives = [{"text": "a photo of something else", "kind": "category", "category": "other"}]
-        return FakeResult(report={"captioned_template": len(items)}, rejected={0: "no caption: fake says so"})
+        refused = Rejection("oxford_flowers", "", "/elsewhere/x.jpg", "captions.json: record 'x': outside the data root")
+        return FakeResult({"captioned_template": len(items)}, {0: "no caption: fake says so"}, [refused], {"released_records": 9})
 
     monkeypatch.setattr(stage, "annotate", fake_annotate)
     out = tmp_path / "fdrd"
@@ -163,13 +168,21 @@ def test_caption_stage_hook_fills_captions_and_rejections(coop_root, tmp_path, m
         domains=("oxford_flowers",),
         captions=CaptionSettings(captioner="template", negatives=2),
     )
+    real_write = pipeline.DomainBuilder._write
+    monkeypatch.setattr(pipeline.DomainBuilder, "_write", lambda *args: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        build(options, console=QUIET)  # interrupted after the caption stage
+    monkeypatch.setattr(pipeline.DomainBuilder, "_write", real_write)
     manifest = build(options, console=QUIET)
     total = sum(len(v) for v in coop_root.facts["good"]["oxford_flowers"].values())
-    assert calls == [total]
-    assert manifest["domains"]["oxford_flowers"]["captions"] == {"captioned_template": total}
+    assert calls == [total]  # once per domain, not again on resume
+    assert manifest["domains"]["oxford_flowers"]["captions"] == {"captioned_template": total, "released_records": 9}
     assert manifest["rows"] == total - 1
     rejected = read_rejected(out)
-    assert [(r["stage"], r["reason"]) for r in rejected] == [("captions", "no caption: fake says so")]
+    assert sorted((r["stage"], r["reason"]) for r in rejected) == [
+        ("captions", "captions.json: record 'x': outside the data root"),
+        ("captions", "no caption: fake says so"),
+    ]
     rows = rows_of(out, "oxford_flowers")
     assert all(r["caption"] == f"a photo of a {r['category']}" for r in rows.values())
     assert all(len(r["negatives"]) == 1 for r in rows.values())
@@ -179,3 +192,15 @@ def test_copying_a_build_keeps_it_valid(synthetic_fdrd, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(synthetic_fdrd, copy)
     assert validate_build(copy).problems == []
+
+
+def test_the_real_caption_stage_keeps_what_the_synthetic_source_gave(synthetic_build, tmp_path):
+    pytest.importorskip("builders.captions.stage")
+    kept = synthetic_build(tmp_path / "none", per_category=1, domains=("synthetic_crystals",))
+    options = BuildOptions(
+        out=tmp_path / "auto", source="synthetic", per_category=1, domains=("synthetic_crystals",),
+        captions=CaptionSettings(captioner="auto"),
+    )
+    staged = build(options, console=QUIET)
+    assert staged["content_hash"] == kept["content_hash"]
+    assert staged["domains"]["synthetic_crystals"]["captions"]["captions_from_source"] == staged["rows"]
