@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from dataclasses import dataclass
@@ -151,7 +152,10 @@ def test_caption_stage_hook_fills_captions_and_rejections(coop_root, tmp_path, m
 
     def fake_annotate(items, image_bytes, image_sha256, taxonomy, options, cache_dir):
         calls.append(len(items))
-        assert len(items) == len(image_bytes) == len(image_sha256) and all(image_bytes)
+        assert len(items) == len(image_bytes) == len(image_sha256)
+        # The lazy view of staged images hands over each item's own stored bytes.
+        assert [hashlib.sha256(b).hexdigest() for b in image_bytes] == list(image_sha256)
+        assert image_bytes[1:3] == [image_bytes[1], image_bytes[2]] and image_bytes[-1] == image_bytes[len(items) - 1]
         assert options.captioner == "template" and options.negatives == 2 and cache_dir.is_dir()
         for item in items:
             item.caption = f"a photo of a {item.category}"
