@@ -52,6 +52,9 @@ def caption_in_processes(todo: list[tuple[str, bytes]], options, cache_path: Pat
     import torch
     from rich.progress import Progress
 
+    from builders.captions.vlm import resolve_device
+
+    resolve_device(options.device)  # a device that cannot exist fails here, not in N children
     shards = [shard for shard in split_into_shards(todo, min(options.procs, len(todo))) if shard]
     on_gpu = torch.cuda.is_available() and options.device in ("auto", "cuda")
     # On CPU the shards share the cores; oversubscribing them would make N processes slower than one.
