@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
+from rich.console import Console
+from rich.progress import track
 
 from builders.normalize import confirmed_near_duplicates
 from builders.pipeline import TRAINING_SPLITS
@@ -129,7 +131,10 @@ def _leaks(directory: Path, rows: list[dict], threshold: int) -> list[tuple[dict
     return sorted(found, key=lambda leak: (leak[0]["id"], leak[1]["id"]))
 
 
-def validate_build(directory: str | os.PathLike, allow_leaks: bool = False) -> ValidationReport:
+def validate_build(
+    directory: str | os.PathLike, allow_leaks: bool = False, console: Console | None = None
+) -> ValidationReport:
+    """Every check on `directory`; with a console, a progress bar over the shards."""
     directory = Path(directory)
     manifest = read_manifest(directory)
     report = ValidationReport(manifest=manifest)
@@ -144,7 +149,8 @@ def validate_build(directory: str | os.PathLike, allow_leaks: bool = False) -> V
             problems.add("unlisted shard", f"{relative}: Parquet file not listed in manifest.json")
     seen_ids: dict[str, str] = {}
     rows = []
-    for shard in shards:
+    shown = track(shards, description="checking shards", console=console, transient=True) if console else shards
+    for shard in shown:
         rows.extend(_check_shard(directory, shard, problems, seen_ids))
     report.rows, report.shards = len(rows), len(shards)
 

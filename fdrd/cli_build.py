@@ -93,7 +93,7 @@ def register(app: typer.Typer) -> None:
         from builders.validate import validate_build
 
         console = Console()
-        report = validate_build(directory, allow_leaks=allow_leaks)
+        report = validate_build(directory, allow_leaks=allow_leaks, console=Console(stderr=True))
         console.print(summary_table(report.manifest, title="FDRD validate"))
         for warning in report.warnings:
             console.print(f"[yellow]warning:[/] {warning}", highlight=False)
