@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.progress import track
 
 from builders.normalize import confirmed_near_duplicates
-from builders.pipeline import TRAINING_SPLITS
+from builders.pipeline import DEFAULT_PHASH_THRESHOLD, TRAINING_SPLITS
 from builders.report import read_rejected
 from fdrd.manifest import MANIFEST_FORMAT, content_hash, read_manifest, row_digest, sha256_file
 from fdrd.schema import arrow_schema, validate_record
@@ -166,7 +166,7 @@ def validate_build(
     if len(rejected) != manifest.get("rejected", {}).get("count", 0):
         problems.add("rejected", f"rejected.jsonl: {len(rejected)} lines, manifest.json says {manifest['rejected']['count']}")
 
-    threshold = manifest.get("build", {}).get("phash_threshold", 4)
+    threshold = manifest.get("build", {}).get("phash_threshold", DEFAULT_PHASH_THRESHOLD)
     for test, other, distance in _leaks(directory, rows, threshold):
         message = (
             f"{test['domain']}: test image {test['id']} ({test['source']['original']}) near-duplicates "
