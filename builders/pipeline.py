@@ -22,7 +22,7 @@ import multiprocessing
 import os
 import shutil
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -447,7 +447,7 @@ class DomainBuilder:
         rejected += self.caption_rejections
         result = self._write(staged, task)
         result["rejected"] = [r.to_json() for r in rejected]
-        result["counts"] = self._counts(staged, rejected, result)
+        result["counts"] = self._counts(staged, rejected)
         write_json_atomic(done_path, result)
         self.progress.update(task, description=f"{self.domain}: done")
         return result
@@ -610,12 +610,12 @@ class DomainBuilder:
             if stale.name not in wanted:  # an earlier interrupted writer's temp file
                 stale.unlink()
         self.progress.update(task, description=f"{self.domain}: write", total=len(kept), completed=0)
-        jpeg_cache: dict[int, dict[int, bytes]] = {}
         shards, digests = [], []
         for split, shard_plans in plans.items():
             for plan in shard_plans:
                 members = by_split[split][plan.start : plan.stop]
-                rows = [self._row(m, self._jpeg(m, jpeg_cache)) for m in members]
+                images = StagedImages(self.stage_dir, members)  # rows come in chunk order: each chunk read once
+                rows = [self._row(m, jpeg) for m, jpeg in zip(members, images, strict=True)]
                 path = split_dir / plan.name
                 write_shard(path, rows)
                 digests.extend(row_digest(r) for r in rows)
@@ -638,15 +638,7 @@ class DomainBuilder:
             "captions": self.caption_report,
         }
 
-    def _jpeg(self, entry: Staged, cache: dict[int, dict[int, bytes]]) -> bytes:
-        """Stored bytes of an item, reading each staged chunk once (rows come in chunk order)."""
-        if entry.chunk not in cache:
-            cache.clear()  # keep one chunk in memory; splits are contiguous in source order
-            table = pq.read_table(self.stage_dir / f"norm-{entry.chunk:05d}.parquet", columns=["item", "jpeg"])
-            cache[entry.chunk] = dict(zip(table["item"].to_pylist(), table["jpeg"].to_pylist(), strict=True))
-        return cache[entry.chunk][entry.index]
-
-    def _counts(self, staged: list[Staged], rejected: list[RejectedInput], result: dict[str, Any]) -> dict:
+    def _counts(self, staged: list[Staged], rejected: list[RejectedInput]) -> dict[str, Any]:
         splits: dict[str, dict[str, int]] = {}
         for split in self.splits:
             kept = [s for s in staged if s.reason is None and s.item.split == split]
@@ -699,7 +691,7 @@ def build(options: BuildOptions, console: Console | None = None) -> dict[str, An
     )
     domains = source.domains()
     out = Path(options.out)
-    options = _replace_out(options, out)
+    options = replace(options, out=out)
     identity = build_identity(options, source.name, domains)
     if out.exists() and not out.is_dir():
         raise FdrdError(f"--out {out} is a file, not a directory; choose a directory")
@@ -711,12 +703,6 @@ def build(options: BuildOptions, console: Console | None = None) -> dict[str, An
         with _progress(console) as progress:
             results = {domain: DomainBuilder(options, source, domain, progress).run() for domain in domains}
         return _finish(out, identity, results)
-
-
-def _replace_out(options: BuildOptions, out: Path) -> BuildOptions:
-    from dataclasses import replace
-
-    return replace(options, out=out)
 
 
 def _finish(out: Path, identity: dict[str, Any], results: dict[str, dict[str, Any]]) -> dict[str, Any]:
