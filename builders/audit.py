@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,8 +85,9 @@ def _normal(text: str) -> str:
     return " ".join(text.split())
 
 
-def audit_records(audit_input: AuditInput) -> dict[str, Any]:
-    """The defect counts of one file or built domain, plus the first examples of each defect."""
+def audit_records(audit_input: AuditInput, advance: Callable[[], None] | None = None) -> dict[str, Any]:
+    """The defect counts of one file or built domain, plus the first examples of each defect.
+    `advance` is called once per record (a progress bar)."""
     counter = name_counter(tuple(audit_input.classes))
     meta = audit_input.meta
     meta_size = Counter(meta.values()) if meta is not None else Counter()
@@ -98,6 +100,8 @@ def audit_records(audit_input: AuditInput) -> dict[str, Any]:
             examples[kind].append({"record": record.key, "class": record.true_class, **detail})
 
     for record in audit_input.records:
+        if advance is not None:
+            advance()
         counts["records"] += 1
         counts["negatives"] += len(record.negatives)
         positive = _normal(record.positive)
@@ -267,18 +271,35 @@ def built_audit_inputs(root: Path) -> list[AuditInput]:
     return inputs
 
 
-def audit_path(path: str | Path, domain: str | None = None, data_root: str | Path | None = None) -> list[dict[str, Any]]:
-    """Audit a released-format file, a folder of them, or a built dataset folder: one result each."""
+def audit_path(
+    path: str | Path, domain: str | None = None, data_root: str | Path | None = None, progress: bool = False
+) -> list[dict[str, Any]]:
+    """Audit a released-format file, a folder of them, or a built dataset folder: one result each.
+    With `progress`, a bar on stderr counts the records (a full build has some 200,000)."""
     path = Path(path)
     root = Path(data_root) if data_root else None
     if path.is_file():
-        return [audit_records(released_audit_input(path, domain, root))]
-    if not path.is_dir():
+        inputs = [released_audit_input(path, domain, root)]
+    elif not path.is_dir():
         raise FdrdError(f"{path}: no such file or folder; pass a released .json file or a built dataset folder")
-    released = sorted(p for p in path.glob("*.json") if p.is_file() and not _is_build_metadata(p))
-    if released and not any(path.glob("*/*.parquet")):
-        return [audit_records(released_audit_input(p, domain, root)) for p in released]
-    return [audit_records(i) for i in built_audit_inputs(path)]
+    else:
+        released = sorted(p for p in path.glob("*.json") if p.is_file() and not _is_build_metadata(p))
+        if released and not any(path.glob("*/*.parquet")):
+            inputs = [released_audit_input(p, domain, root) for p in released]
+        else:
+            inputs = built_audit_inputs(path)
+    if not progress:
+        return [audit_records(i) for i in inputs]
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        results = []
+        for audit_input in inputs:
+            task = bar.add_task(f"audit {Path(audit_input.name).name}", total=len(audit_input.records))
+            results.append(audit_records(audit_input, lambda task=task: bar.advance(task)))
+        return results
 
 
 def _is_build_metadata(path: Path) -> bool:

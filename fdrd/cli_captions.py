@@ -67,7 +67,7 @@ def register(app: typer.Typer) -> None:
         replaced inside words, swaps that leave the true class, negatives from another meta-category."""
         from builders.audit import audit_path, dumps
 
-        results = audit_path(path, domain=domain, data_root=data_root)
+        results = audit_path(path, domain=domain, data_root=data_root, progress=True)
         if as_json:
             typer.echo(dumps(results))
             return
