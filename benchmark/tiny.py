@@ -148,6 +148,7 @@ def save_tiny_clip(out: str | Path, spec: TinyClipSpec, captions: Iterable[str],
 
 
 def save_clip(out: str | Path, model: Any, tokenizer: Any, processor: Any) -> Path:
+    """Write model, tokenizer and image processor into one folder, the layout of a Hub checkpoint."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
@@ -155,18 +156,3 @@ def save_clip(out: str | Path, model: Any, tokenizer: Any, processor: Any) -> Pa
     processor.save_pretrained(out)
     return out
 
-
-def spec_from_backbone_config(config: Any, vocab_size: int) -> TinyClipSpec:
-    """The spec that rebuilds a model with this config's sizes (used to key caches)."""
-    return TinyClipSpec(
-        image_size=config.vision_config.image_size,
-        patch_size=config.vision_config.patch_size,
-        vision_width=config.vision_config.hidden_size,
-        vision_layers=config.vision_config.num_hidden_layers,
-        text_width=config.text_config.hidden_size,
-        text_layers=config.text_config.num_hidden_layers,
-        heads=config.text_config.num_attention_heads,
-        embed_dim=config.projection_dim,
-        context_length=config.text_config.max_position_embeddings,
-        vocab_size=vocab_size,
-    )
