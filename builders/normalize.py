@@ -83,9 +83,15 @@ def target_size(width: int, height: int, short_side: int) -> tuple[int, int]:
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
-    """RGB, with transparent areas put on white (a plain convert would make them black)."""
+    """RGB, with transparent areas put on white (a plain convert would make them black) and 16-bit
+    grey scaled to 8 bits (a plain convert would clip everything above 255 to white)."""
     if image.mode == "RGB":
         return image
+    if image.mode.startswith("I;16") or image.mode == "I":
+        pixels = np.asarray(image).astype(np.int64)
+        if pixels.max(initial=0) > 255:
+            pixels = np.clip(pixels, 0, 65535) >> 8
+        return Image.fromarray(pixels.astype(np.uint8), "L").convert("RGB")
     has_alpha = image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
     if has_alpha:
         rgba = image.convert("RGBA")

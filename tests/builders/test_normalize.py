@@ -88,6 +88,8 @@ def test_outputs_are_rgb_jpeg_with_hashes_of_what_is_stored():
     assert len(result.phash) == 16 and int(result.phash, 16) >= 0
     grey = normalize_image(encode(Image.new("L", (30, 20), 128), "PNG"))
     assert Image.open(io.BytesIO(grey.jpeg)).mode == "RGB"
+    deep = normalize_image(encode(Image.new("I;16", (30, 20), 30000), "PNG"))  # 16-bit grey
+    assert abs(decoded(deep.jpeg).getpixel((15, 10))[0] - 30000 // 256) <= 2
 
 
 def test_same_pixels_in_other_encodings_share_the_pixel_hash():
