@@ -26,6 +26,8 @@ from builders.crawl_store import CrawlStore
 from fdrd.errors import FdrdError
 from fdrd.manifest import sha256_file
 
+MANIFEST_REFRESH_S = 30.0  # how often a long run refreshes manifest.json (always at the end)
+
 
 @dataclass
 class CrawlOptions:
@@ -60,8 +62,12 @@ class _Shard:
         self.records = dict(done)
         self.resumed = len(done)
         self.remaining = len(rows) - len(done)
-        self.started = time.monotonic()
+        self.started: float | None = None  # when this run took the shard's first URL
         self.journal = open(journal_path, "a", encoding="utf-8")  # closed by close()
+
+    def start(self) -> None:
+        if self.started is None:
+            self.started = time.monotonic()
 
     def pending(self) -> list[UrlRow]:
         return [row for row in self.rows if row.index not in self.records]
@@ -75,7 +81,7 @@ class _Shard:
     def stats(self) -> dict[str, Any]:
         records = list(self.records.values())
         ok = [r for r in records if r["status"] == "ok"]
-        seconds = time.monotonic() - self.started
+        seconds = time.monotonic() - self.started if self.started is not None else 0.0
         fetched_ok = len(ok) - sum(1 for r in records if r["status"] == "ok" and r.get("resumed"))
         return {
             "shard": self.index,
@@ -125,7 +131,8 @@ def crawl(list_path: str | Path, out_dir: str | Path, options: CrawlOptions | No
     finally:
         for shard in shards:
             shard.close()
-    return store.write_manifest()
+        manifest = store.write_manifest()  # also after an interruption: shards it finished count
+    return manifest
 
 
 def _finish(store: CrawlStore, shard: _Shard) -> None:
@@ -147,6 +154,7 @@ async def _crawl_shards(store: CrawlStore, shards: list[_Shard], options: CrawlO
     total = queue.qsize()
     counts: Counter[str] = Counter()
     hosts = HostLimiter(options.per_host)
+    last_manifest = [time.monotonic()]
     rng = random.Random(options.seed)
     timeout = httpx.Timeout(connect=policy.connect_timeout, read=policy.read_timeout,
                             write=policy.read_timeout, pool=None)
@@ -164,13 +172,18 @@ async def _crawl_shards(store: CrawlStore, shards: list[_Shard], options: CrawlO
                         shard, row = queue.get_nowait()
                     except asyncio.QueueEmpty:
                         return
+                    shard.start()
                     record = await _crawl_row(client, store, row, policy, hosts, rng)
                     shard.add(record)
                     counts["ok" if record["status"] == "ok" else "failed"] += 1
                     bar.update(task, advance=1, ok=counts["ok"], failed=counts["failed"])
                     if shard.remaining == 0:
                         _finish(store, shard)
-                        store.write_manifest()
+                        # The manifest reads every done marker: refreshing it per shard would cost
+                        # O(shards^2) on lists of many shards, so it is refreshed now and then.
+                        if time.monotonic() - last_manifest[0] > MANIFEST_REFRESH_S:
+                            store.write_manifest()
+                            last_manifest[0] = time.monotonic()
                     if on_result is not None:
                         on_result(record)
 
