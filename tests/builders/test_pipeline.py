@@ -208,3 +208,62 @@ def test_the_real_caption_stage_keeps_what_the_synthetic_source_gave(synthetic_b
     staged = build(options, console=QUIET)
     assert staged["content_hash"] == kept["content_hash"]
     assert staged["domains"]["synthetic_crystals"]["captions"]["captions_from_source"] == staged["rows"]
+
+
+def photo(seed: int, size=(160, 120)):
+    """A distinct drawn picture per seed (shapes of random colours on a random background)."""
+    import random
+
+    from PIL import Image, ImageDraw
+
+    rng = random.Random(seed)
+    image = Image.new("RGB", size, tuple(rng.randrange(256) for _ in range(3)))
+    draw = ImageDraw.Draw(image)
+    for _ in range(8):
+        x, y = rng.randrange(size[0] - 20), rng.randrange(size[1] - 20)
+        draw.ellipse((x, y, x + rng.randrange(10, 60), y + rng.randrange(10, 50)), fill=tuple(rng.randrange(256) for _ in range(3)))
+    return image
+
+
+def test_duplicate_policy_across_and_within_splits(tmp_path):
+    """Exact copies: the copy in the later split (train, val, pretrain, test order) is rejected.
+    Near copies: counted within a split, a leak from test to a training split, never dropped."""
+    from PIL import Image
+
+    root = tmp_path / "birds"
+    originals = {k: photo(k) for k in range(8)}
+    layout = {
+        ("train", "finch", "a.jpg"): originals[0],
+        ("train", "finch", "b.jpg"): originals[1],
+        ("train", "finch", "b_small.jpg"): originals[1].resize((144, 108), Image.BILINEAR),  # near, same split
+        ("train", "wren", "c.jpg"): originals[2],
+        ("val", "wren", "d.jpg"): originals[3],
+        ("test", "finch", "a_copy.png"): ("train", "finch", "a.jpg"),  # the same file: exact copy
+        ("test", "wren", "d_copy.png"): ("val", "wren", "d.jpg"),  # a JPEG named .png still decodes
+        ("test", "wren", "c_near.jpg"): originals[2].resize((150, 112), Image.BILINEAR),  # leak
+        ("test", "wren", "e.jpg"): originals[4],
+    }
+    for (split, category, name), image in layout.items():
+        path = root / split / category / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(image, tuple):
+            path.write_bytes(root.joinpath(*image).read_bytes())
+        else:
+            image.save(path, "JPEG", quality=90)
+    out = tmp_path / "fdrd"
+    manifest = build(
+        BuildOptions(out=out, source="imagefolder", data_root=root, captions=CaptionSettings(captioner="none")),
+        console=QUIET,
+    )
+    splits = manifest["domains"]["birds"]["splits"]
+    assert {s: c["images"] for s, c in splits.items()} == {"train": 4, "val": 1, "test": 2}
+    assert (splits["train"]["near_duplicates"], splits["test"]["leaks"]) == (1, 1)
+    rejected = {r["original"]: r["reason"] for r in read_rejected(out)}
+    assert rejected == {
+        "birds/test/finch/a_copy.png": f"exact duplicate of {record_id('birds', 'birds/train/finch/a.jpg')} (train)",
+        "birds/test/wren/d_copy.png": f"exact duplicate of {record_id('birds', 'birds/val/wren/d.jpg')} (val)",
+    }
+    (leak,) = manifest["domains"]["birds"]["leaks"]
+    assert (leak["test_id"], leak["other_id"]) == (
+        record_id("birds", "birds/test/wren/c_near.jpg"), record_id("birds", "birds/train/wren/c.jpg")
+    )
