@@ -51,12 +51,17 @@ def test_a_rewritten_shard_with_an_edited_caption_is_caught(build_copy):
     rows[0]["caption"] = rows[0]["caption"] + " (edited)"
     rows[1]["id"] = rows[2]["id"]
     rows[3]["image"]["bytes"] = rows[4]["image"]["bytes"]
+    rows[5]["attributes"] = [{"name": "colour", "value": "zzz", "char_start": 0, "char_end": 3}]
+    rows[6]["split"] = "holdout"
     write_shard(shard, rows)
     problems = "\n".join(validate_build(build_copy).problems)
     assert "sha256 differs" in problems
     assert "content hash of the rows is" in problems
     assert f"row {rows[2]['id']}: id also in" in problems
     assert f"row {rows[3]['id']}: image bytes do not match" in problems
+    assert f"row {rows[5]['id']}: attribute colour='zzz' span 0:3 does not slice the caption" in problems
+    assert f"row {rows[6]['id']}: {rows[6]['domain']}/holdout row in a" in problems
+    assert f"row {rows[6]['id']}: unknown split 'holdout'" in problems
 
 
 def test_missing_unlisted_and_miscounted_files_are_problems(build_copy):
