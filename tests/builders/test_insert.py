@@ -178,3 +178,60 @@ def test_insert_category_random_captions_always_name_the_category_whole_word():
         # Words other than the replaced head noun and its article are untouched.
         assert out.count("scattered") == caption.count("scattered")
         assert out.count("catch") == caption.count("catch")
+
+
+def reference_counts(text: str, names: list[str]):
+    """Every occurrence of every name found by scanning each position (no prefilter), names within
+    another name's occurrence dropped, then the inside-a-word test spelled out."""
+    from collections import Counter
+
+    found = []
+    for name in names:
+        tokens = [t.lower() for t in re.split(r"[\s_]+", name) if t]
+        i = 0
+        while i < len(text):
+            pos, ok = i, True
+            for k, token in enumerate(tokens):
+                if text[pos : pos + len(token)].lower() != token:
+                    ok = False
+                    break
+                pos += len(token)
+                if k < len(tokens) - 1:
+                    gap = pos
+                    while gap < len(text) and (text[gap].isspace() or text[gap] == "_"):
+                        gap += 1
+                    ok = gap > pos
+                    pos = gap
+                    if not ok:
+                        break
+            if ok:
+                found.append((i, pos, " ".join(tokens)))
+                i = pos  # finditer does not overlap matches of one name
+            else:
+                i += 1
+    every, inside = Counter(), Counter()
+    for start, end, key in found:
+        if any(s <= start and end <= e and (s, e) != (start, end) for s, e, _ in found):
+            continue
+        every[key] += 1
+        before = start > 0 and text[start - 1].isalnum()
+        rest = text[end:]
+        plural = rest[:1].lower() == "s" and not rest[1:2].isalnum() or (
+            rest[:2].lower() == "es" and not rest[2:3].isalnum()
+        )
+        after = rest[:1].isalnum() and not plural
+        inside[key] += int(before or after)
+    return every, inside
+
+
+def test_name_counter_matches_reference_on_random_texts():
+    from builders.captions.insert import NameCounter
+
+    names = ["cat", "rose", "pink primrose", "great_pyrenees", "A320", "red ginger", "ginger"]
+    counter = NameCounter(names)
+    rng = random.Random(8)
+    pieces = ["cat", "scattered", "cats", "catses", "rose", "primrose", "pink", "roses", "great", "pyrenees",
+              "Great_Pyrenees", "A320", "A320-214", "blurred", "ginger", "red", "Ginger"]
+    for _ in range(2000):
+        text = "".join(rng.choice(pieces) + rng.choice([" ", "", "_", ". ", "-"]) for _ in range(rng.randrange(1, 10)))
+        assert counter.counts(text) == reference_counts(text, names), text
