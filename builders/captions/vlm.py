@@ -163,8 +163,11 @@ class Captioner:
     def caption_batch(self, images: list) -> list[str]:
         import torch
 
+        # One list per prompt: processors that allow several images per sample (Idefics3, SmolVLM)
+        # would read a flat list as one sample with many images.
         inputs = self.processor(
-            images=images, text=[self.prompt_text] * len(images), return_tensors="pt", padding=True
+            images=[[image] for image in images], text=[self.prompt_text] * len(images), return_tensors="pt",
+            padding=True,
         )
         inputs = inputs.to(self.device, dtype=self.dtype)  # casts floating tensors only
         with torch.inference_mode():

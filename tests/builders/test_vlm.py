@@ -158,3 +158,23 @@ def test_bfloat16_path_runs_and_keys_share_the_cache(tiny_model, tmp_path):
     half = caption_images(images, options(tiny_model, dtype="bfloat16"), tmp_path / "c.sqlite", progress=False)
     assert set(half) == {sha for sha, _ in images} and all(half.values())
     assert caption_images(images, options(tiny_model), tmp_path / "c.sqlite", progress=False) == half
+
+
+def test_idefics3_prompts_of_different_lengths_batch_like_single_images(tmp_path):
+    """The default captioner's architecture (SmolVLM = Idefics3) tiles images by aspect ratio, so a
+    batch holds prompts of different lengths: with left padding, batched captions equal unbatched."""
+    model = str(build_tiny_vlm(tmp_path / "idefics3", architecture="idefics3"))
+    images = []
+    for index, size in enumerate([(40, 30), (90, 60), (20, 70), (64, 64), (33, 31)]):
+        buffer = io.BytesIO()
+        Image.new("RGB", size, (index * 50, 120, 255 - index * 50)).save(buffer, "PNG")
+        images.append((hashlib.sha256(buffer.getvalue()).hexdigest(), buffer.getvalue()))
+    captioner = Captioner(options(model, batch_size=5), "cpu")
+    inputs = captioner.processor(images=[[Image.open(io.BytesIO(data)).convert("RGB")] for _, data in images],
+                                 text=[captioner.prompt_text] * len(images), return_tensors="pt", padding=True)
+    lengths = inputs["attention_mask"].sum(dim=1).tolist()
+    assert len(set(lengths)) > 1 and inputs["attention_mask"][:, -1].all()  # padded, and on the left
+    batched = caption_images(images, options(model, batch_size=5), tmp_path / "a.sqlite", progress=False)
+    single = caption_images(images, options(model, batch_size=1), tmp_path / "b.sqlite", progress=False)
+    assert batched == single and all(batched.values())
+    assert model_provenance(options(model))["architectures"] == ["Idefics3ForConditionalGeneration"]
