@@ -61,7 +61,7 @@ class FeatureCache:
             store.update(self._load(disk_file, key))
         missing = [index for index, record_id in enumerate(ids) if record_id not in store]
         if missing:
-            task = progress.add_task(description, total=len(missing)) if progress is not None else None
+            task = progress.add_task(description, total=len(missing), status="") if progress is not None else None
             for start in range(0, len(missing), batch_size):
                 chunk = missing[start : start + batch_size]
                 pixels = pixel_values(method, dataset, chunk).to(device)
