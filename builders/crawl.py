@@ -20,7 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from builders.crawl_fetch import FetchPolicy, FetchResult, HostLimiter, fetch_image, image_kind
+from builders.crawl_fetch import (
+    TRANSIENT_REASONS,
+    FetchPolicy,
+    FetchResult,
+    HostLimiter,
+    fetch_image,
+    image_kind,
+)
 from builders.crawl_lists import UrlRow, read_url_list
 from builders.crawl_store import CrawlStore
 from fdrd.errors import FdrdError
@@ -38,6 +45,7 @@ class CrawlOptions:
     policy: FetchPolicy = field(default_factory=FetchPolicy)
     progress: bool = True
     seed: int = 0  # backoff jitter only; never changes what is stored
+    retry_failed: bool = False  # fetch again the transient failures (timeouts, 5xx, ...) of finished shards
 
 
 def parse_shard_range(text: str) -> tuple[int, int]:
@@ -115,6 +123,8 @@ def crawl(list_path: str | Path, out_dir: str | Path, options: CrawlOptions | No
     if not (0 <= start < end <= shard_count):
         raise FdrdError(f"--shards {start}:{end}: {list_path} has {len(rows)} rows = {shard_count} shards of "
                         f"{options.shard_size}; pick a range within 0:{shard_count}")
+    if options.retry_failed:
+        _reopen_transient_failures(store, range(start, end))
     shards = []
     for index in range(start, end):
         if store.is_done(index):
@@ -133,6 +143,16 @@ def crawl(list_path: str | Path, out_dir: str | Path, options: CrawlOptions | No
             shard.close()
         manifest = store.write_manifest()  # also after an interruption: shards it finished count
     return manifest
+
+
+def _reopen_transient_failures(store: CrawlStore, shards: range) -> None:
+    for index in shards:
+        if not store.is_done(index):
+            continue
+        records = store.results(index)
+        keep = [r for r in records if not (r["status"] != "ok" and r["reason"] in TRANSIENT_REASONS)]
+        if len(keep) < len(records):
+            store.reopen_shard(index, keep)
 
 
 def _finish(store: CrawlStore, shard: _Shard) -> None:

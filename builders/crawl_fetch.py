@@ -33,6 +33,8 @@ FAILURE_REASONS = {
     "bad_row": "the list row has no URL or no category",
 }
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+# Failures that may pass with time (`fdrd crawl --retry-failed` fetches them again).
+TRANSIENT_REASONS = frozenset({"timeout", "connection_error", "truncated"} | {f"http_{s}" for s in RETRYABLE_STATUSES})
 # Content types some servers use for images they do not label properly; the magic bytes decide.
 GENERIC_CONTENT_TYPES = frozenset({"application/octet-stream", "binary/octet-stream", "application/binary"})
 

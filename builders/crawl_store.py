@@ -135,6 +135,18 @@ class CrawlStore:
         write_json_atomic(self.shards / f"{name}.done.json", stats)
         self.journal_path(shard).unlink(missing_ok=True)
 
+    def reopen_shard(self, shard: int, keep: list[dict]) -> None:
+        """Turn a finished shard back into an unfinished one whose journal holds `keep`, so the next
+        run fetches the rest. Journal first, then the marker: a crash in between leaves it finished."""
+        name = shard_name(shard)
+        tmp = self.shards / f".{name}.partial.jsonl.tmp-{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as handle:
+            for record in keep:
+                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        os.replace(tmp, self.journal_path(shard))
+        (self.shards / f"{name}.done.json").unlink()
+        (self.shards / f"{name}.jsonl").unlink(missing_ok=True)
+
     def write_manifest(self) -> dict[str, Any]:
         """manifest.json from every done marker: per-shard stats and totals over finished shards."""
         config = self.config()

@@ -29,6 +29,8 @@ def register(app: typer.Typer) -> None:
         max_bytes: int = typer.Option(20_000_000, help="Largest image in bytes; bigger ones stop streaming."),
         max_redirects: int = typer.Option(5, help="Redirects followed per URL."),
         user_agent: str = typer.Option("fdrd-crawler/0.1 (+https://github.com/fdrd)", help="User-Agent header."),
+        retry_failed: bool = typer.Option(False, help="Fetch again the transient failures (timeout, "
+                                                      "connection_error, truncated, http 429/5xx) of finished shards."),
         progress: bool = typer.Option(True, help="Show a live progress bar."),
     ) -> None:
         """Download the images of a URL list into DIR, resumably and shard by shard."""
@@ -45,6 +47,7 @@ def register(app: typer.Typer) -> None:
         options = CrawlOptions(
             concurrency=concurrency, per_host=per_host, shard_size=shard_size,
             shards=parse_shard_range(shards) if shards else None, policy=policy, progress=progress,
+            retry_failed=retry_failed,
         )
         manifest = crawl(urls, out, options)
         totals = manifest["totals"]

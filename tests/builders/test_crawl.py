@@ -120,6 +120,9 @@ class FaultServer:
         elif path == "/flaky.jpg":  # 500 once, then the image
             body = drawn_image(100)
             send(request, 500, length=0) if hit == 1 else send(request, 200, body, length=len(body))
+        elif path == "/recovers.jpg":  # down for three requests (one crawl's attempts), then fine
+            body = drawn_image(106)
+            send(request, 503, length=0) if hit <= 3 else send(request, 200, body, length=len(body))
         elif path == "/always500.jpg":
             send(request, 500, length=0)
         elif path == "/busy.jpg":  # 429 with Retry-After once, then the image
@@ -547,3 +550,19 @@ def test_killed_crawl_process_resumes_without_refetching(tmp_path):
         assert sum(refetched.values()) == 40 - len(before)
     finally:
         slow_server.close()
+
+
+def test_retry_failed_refetches_only_transient_failures(server, tmp_path):
+    paths = ["/img/0.jpg", "/recovers.jpg", "/missing.jpg", "/page.jpg"]
+    listing = write_csv(tmp_path / "l.csv", [{"url": server.url(p), "category": "c"} for p in paths])
+    options = CrawlOptions(shard_size=2, policy=fast_policy(), progress=False)
+    first = crawl(listing, tmp_path / "out", options)
+    assert first["totals"]["failed"] == {"bad_content_type": 1, "http_404": 1, "http_503": 1}
+    crawl(listing, tmp_path / "out", options)  # failures are final without --retry-failed
+    assert server.hits["/recovers.jpg"] == 3
+    options.retry_failed = True
+    second = crawl(listing, tmp_path / "out", options)
+    assert server.hits == Counter({"/img/0.jpg": 1, "/recovers.jpg": 4, "/missing.jpg": 1, "/page.jpg": 1})
+    assert second["totals"]["ok"] == 2 and second["totals"]["failed"] == {"bad_content_type": 1, "http_404": 1}
+    assert second["shards"]["00000"]["resumed"] == 1 and second["shards_done"] == 2
+    assert [r["status"] for r in CrawlStore(tmp_path / "out").results(0)] == ["ok", "ok"]
