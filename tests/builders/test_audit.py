@@ -242,11 +242,14 @@ def test_cli_table_and_examples(tmp_path):
 
 
 def test_cli_error_is_one_line_and_exit_2(tmp_path):
+    import os
     import subprocess
     import sys
 
+    # A wide terminal: rich wraps long lines at the terminal width (80 columns when piped).
+    env = {**os.environ, "COLUMNS": "1000"}
     done = subprocess.run([sys.executable, "-m", "fdrd.cli", "audit", str(tmp_path / "absent.json")],
-                          capture_output=True, text=True, cwd=REPO)
+                          capture_output=True, text=True, cwd=REPO, env=env)
     assert done.returncode == 2
-    message = " ".join(done.stderr.split())  # rich wraps long lines at the terminal width
-    assert "absent.json: no such file or folder" in message and "Traceback" not in message
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("error: ") and "absent.json: no such file or folder" in line
