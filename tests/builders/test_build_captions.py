@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 from rich.console import Console
 
 from builders.audit import AUDIT_KEYS, audit_path
@@ -106,3 +107,27 @@ def test_fdrd_json_build_over_coop_data_audits_to_zero(tmp_path, coop_root):
             if row["domain"] == "oxford_pets":  # "sAbyssiniantered" repaired back to "scattered"
                 assert "scattered" in row["caption"], row["caption"]
             assert len(row["negatives"]) == 4
+
+
+@pytest.mark.slow  # about 17 s on the shared 2-core machine: builds and runs the tiny LLaVA
+def test_vlm_build_with_the_tiny_model_names_every_category_and_audits_to_zero(tmp_path, coop_root):
+    from builders.pipeline import BuildOptions, CaptionSettings, build
+    from builders.tiny_vlm import build_tiny_vlm
+
+    model = str(build_tiny_vlm(tmp_path / "tiny-vlm"))
+    out = tmp_path / "fdrd"
+    manifest = build(
+        BuildOptions(out=out, source="coop", data_root=coop_root.root, domains=("oxford_flowers",),
+                     captions=CaptionSettings(captioner="vlm", model=model)),
+        console=Console(quiet=True),
+    )
+    report = manifest["domains"]["oxford_flowers"]["captions"]
+    images = sum(len(v) for v in coop_root.facts["good"]["oxford_flowers"].values())
+    assert report["captioned_vlm"] == images
+    assert report["category_replaced"] + report["category_prefixed"] + report.get("category_present", 0) == images
+    [result] = audit_path(out)
+    assert {k: result[k] for k in AUDIT_KEYS[2:]} == {k: 0 for k in AUDIT_KEYS[2:]}, result["examples"]
+    for shard in sorted(out.glob("*/*.parquet")):
+        for row in pq.read_table(shard).to_pylist():
+            assert validate_record(row) == []
+            assert contains_name(row["caption"], row["category"])
