@@ -1,5 +1,6 @@
 """End to end through the build pipeline: a CoOp data root captioned from a released-format JSON
-file with the released defects planted in it builds into a dataset that audits to zero."""
+file with the released defects planted in it, or by the tiny VLM, builds into a dataset that
+audits to zero."""
 
 from __future__ import annotations
 
