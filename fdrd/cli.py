@@ -29,7 +29,7 @@ def main() -> None:
     try:
         app()
     except FdrdError as error:
-        Console(stderr=True).print(f"[bold red]error:[/] {error}", highlight=False)
+        Console(stderr=True).print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
         sys.exit(2)
 
 
