@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from builders.crawl_fetch import (
     TRANSIENT_REASONS,
@@ -71,11 +71,14 @@ class _Shard:
         self.resumed = len(done)
         self.remaining = len(rows) - len(done)
         self.started: float | None = None  # when this run took the shard's first URL
-        self.journal = open(journal_path, "a", encoding="utf-8")  # closed by close()
+        self.journal_path = journal_path
+        self.journal: TextIO | None = None  # opened at the shard's first URL: a range of many
+        # shards must not hold one open file per shard
 
     def start(self) -> None:
         if self.started is None:
             self.started = time.monotonic()
+            self.journal = open(self.journal_path, "a", encoding="utf-8")
 
     def pending(self) -> list[UrlRow]:
         return [row for row in self.rows if row.index not in self.records]
@@ -104,7 +107,9 @@ class _Shard:
         }
 
     def close(self) -> None:
-        self.journal.close()
+        if self.journal is not None:
+            self.journal.close()
+            self.journal = None
 
 
 def crawl(list_path: str | Path, out_dir: str | Path, options: CrawlOptions | None = None,

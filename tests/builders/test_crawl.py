@@ -264,6 +264,7 @@ def test_resume_after_abort_fetches_only_the_rest(server, tmp_path):
     assert sum(server.hits.values()) == 7
     store = CrawlStore(tmp_path / "out")
     assert store.is_done(0) and not store.is_done(1) and len(store.journaled(1)) == 3
+    assert not store.journal_path(2).exists()  # untouched shards hold no file (nor an open handle)
     assert json.loads((tmp_path / "out" / "manifest.json").read_text())["shards_done"] == 1  # written on abort
     manifest = crawl(listing, tmp_path / "out", options)
     assert sum(server.hits.values()) == 20 and max(server.hits.values()) == 1
