@@ -141,6 +141,9 @@ class Captioner:
                 options.model, revision=options.revision, trust_remote_code=options.trust_remote_code,
                 dtype=self.dtype,
             )
+        except ImportError as error:  # e.g. SmolVLM2's processor needs num2words
+            raise FdrdError(f"VLM {options.model}: its processor or model needs a package that is not "
+                            f"installed ({error}); install it and rerun") from error
         except (OSError, ValueError, KeyError) as error:
             raise FdrdError(_load_failure(options, error)) from error
         self.model.to(device).eval()
