@@ -530,8 +530,19 @@ def test_killed_crawl_process_resumes_without_refetching(tmp_path):
                                    env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
 
         def finished() -> int:
-            shards = out / "shards"
-            return sum(len(p.read_text().splitlines()) for p in shards.glob("*.jsonl")) if shards.is_dir() else 0
+            """URLs with a complete result line (a shard being finished has both of its files)."""
+            indices = set()
+            for path in (out / "shards").glob("*.jsonl") if (out / "shards").is_dir() else ():
+                try:
+                    lines = path.read_text().splitlines()
+                except FileNotFoundError:  # a finished shard's journal, just removed
+                    continue
+                for line in lines:
+                    try:
+                        indices.add(json.loads(line)["index"])
+                    except (json.JSONDecodeError, KeyError):
+                        pass  # the line being written right now
+            return len(indices)
 
         deadline = time.monotonic() + 120
         while finished() < 12 and process.poll() is None and time.monotonic() < deadline:
