@@ -159,7 +159,9 @@ def _vlm_captions(
         trust_remote_code=options.trust_remote_code,
         batch_size=options.batch_size,
         procs=max(1, options.gpus),
-        device="cuda" if options.gpus > 0 else "auto",
+        # "auto" puts process i on cuda:i when GPUs exist and on the CPU otherwise, so `--gpus N`
+        # still shards the work on a machine without GPUs instead of failing.
+        device="auto",
         max_new_tokens=options.max_new_tokens,
     )
     vlm_options.validate()

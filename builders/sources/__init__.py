@@ -66,7 +66,7 @@ def resolve_source(
         return ImageFolderSource(root, domains=domain_list, **options)
     from builders.sources.urls import UrlSource  # written by the crawler's owner
 
-    return UrlSource(root, **options)
+    return UrlSource(root, domains=domain_list, **options)
 
 
 def check_domains(requested: Sequence[str] | None, known: Sequence[str], where: str) -> list[str]:
