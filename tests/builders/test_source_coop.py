@@ -247,5 +247,6 @@ def test_resolve_source_urls_is_imported_lazily(monkeypatch, tmp_path):
 
     fake.UrlSource = UrlSource
     monkeypatch.setitem(sys.modules, "builders.sources.urls", fake)
-    source = resolve_source("urls", tmp_path, concurrency=4)
-    assert isinstance(source, UrlSource) and source.data_root == tmp_path and source.options == {"concurrency": 4}
+    source = resolve_source("urls", tmp_path, domains=["shoes"], concurrency=4)
+    assert isinstance(source, UrlSource) and source.data_root == tmp_path
+    assert source.options == {"domains": ["shoes"], "concurrency": 4}
