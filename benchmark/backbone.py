@@ -154,7 +154,7 @@ class ClipBackbone(nn.Module):
                 f"{self.model_id}: {reserve} prompt tokens leave {budget} of the context length "
                 f"{self.context_length} for the caption; at least SOS and EOS must fit, use fewer prompt tokens"
             )
-        encoded = self.tokenizer(list(captions), add_special_tokens=True, verbose=False)["input_ids"]
+        encoded = self.tokenizer(list(captions), add_special_tokens=True, verbose=False)["input_ids"] if captions else []
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self._eos_id()
         rows, truncated = [], []
         for index, ids in enumerate(encoded):
@@ -172,7 +172,11 @@ class ClipBackbone(nn.Module):
         for index, row in enumerate(rows):
             input_ids[index, : len(row)] = torch.tensor(row, dtype=torch.long)
             attention_mask[index, : len(row)] = 1
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "truncated": torch.tensor(truncated)}
+        return {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "truncated": torch.tensor(truncated, dtype=torch.bool),
+        }
 
     def _eos_id(self) -> int:
         eos = self.tokenizer.eos_token_id

@@ -49,7 +49,6 @@ class PretrainConfig:
     max_logit_scale: float = 100.0  # CLIP clamps exp(logit_scale) here to keep training stable
     max_shift: int = 4  # random translation in pixels, a cheap augmentation that keeps attributes true
     seed: int = 0
-    max_images: int | None = None  # use at most this many pretrain pairs (tests use a small budget)
 
 
 @dataclasses.dataclass
@@ -61,7 +60,7 @@ class Pairs:
     domains: list[str]
 
 
-def load_pairs(data_dir: str | Path, split: str, max_images: int | None = None, processor: Any = None) -> Pairs:
+def load_pairs(data_dir: str | Path, split: str, processor: Any = None) -> Pairs:
     """All domains' rows of `split` from a built FDRD folder (config "all"), images preprocessed."""
     import datasets
 
@@ -73,9 +72,6 @@ def load_pairs(data_dir: str | Path, split: str, max_images: int | None = None, 
     except (ValueError, FileNotFoundError) as error:
         raise FdrdError(f"{data_dir}: cannot load split {split!r} ({error}); pretraining needs a synthetic build "
                         "with --split all") from error
-    if max_images is not None and len(table) > max_images:
-        # An even stride keeps every domain and category represented in a small budget.
-        table = table.select(range(0, len(table), math.ceil(len(table) / max_images)))
     if len(table) == 0:
         raise FdrdError(f"{data_dir}: split {split!r} is empty")
     captions = list(table["caption"])
@@ -115,8 +111,8 @@ def learning_rate(step: int, config: PretrainConfig, total: int) -> float:
 
 def pretrain(
     pairs: Pairs, tokenizer_captions: Sequence[str], spec: TinyClipSpec, config: PretrainConfig, progress: bool = True
-) -> tuple[Any, list[float]]:
-    """Train a freshly built tiny CLIP on `pairs`; returns (backbone, loss per step)."""
+) -> tuple[Any, list[float], int]:
+    """Train a freshly built tiny CLIP on `pairs`; returns (backbone, loss per step, captions truncated)."""
     from benchmark.backbone import ClipBackbone
 
     torch.manual_seed(config.seed)
@@ -172,7 +168,7 @@ def pretrain(
             if bar is not None:
                 bar.update(task, advance=1, description=f"pretrain loss {loss.item():.3f}")
     backbone.set_frozen(True)
-    return backbone, losses
+    return backbone, losses, int(tokens["truncated"].sum())
 
 
 class _progress:
@@ -282,8 +278,8 @@ def train_and_save(
 
     started = time.monotonic()
     processor = image_processor_for(spec.image_size)
-    train_pairs = load_pairs(data_dir, "pretrain", config.max_images, processor)
-    backbone, losses = pretrain(train_pairs, train_pairs.captions, spec, config, progress)
+    train_pairs = load_pairs(data_dir, "pretrain", processor)
+    backbone, losses, truncated = pretrain(train_pairs, train_pairs.captions, spec, config, progress)
     train_seconds = time.monotonic() - started
     test_pairs = load_pairs(data_dir, "test", processor=processor)
     recall = zero_shot_recall(backbone, test_pairs)
@@ -293,6 +289,7 @@ def train_and_save(
         "spec": dataclasses.asdict(spec),
         "config": dataclasses.asdict(config),
         "pretrain_pairs": len(train_pairs.captions),
+        "truncated_captions": truncated,
         "steps_done": len(losses),
         "first_loss": losses[0] if losses else None,
         "last_loss": sum(losses[-20:]) / len(losses[-20:]) if losses else None,

@@ -105,15 +105,15 @@ def _print_report(path: Path) -> None:
     from rich.table import Table
 
     report = json.loads(path.read_text())
-    table = Table(title=f"zero-shot test recall of {path.parent} (%, chance in brackets)")
-    for column in ("domain", "n", "i2t R@1", "i2t R@5", "i2t R@10", "t2i R@1", "t2i R@5", "t2i R@10"):
-        table.add_column(column)
+    table = Table(title=f"zero-shot test recall of {path.parent} (%)")
+    for column in ("domain", "n", "i2t R@1", "R@5", "R@10", "t2i R@1", "R@5", "R@10", "chance R@1", "R@5", "R@10"):
+        table.add_column(column, justify="left" if column == "domain" else "right")
     rows = dict(report["zero_shot_test"]["domains"])
     rows["mean"] = report["zero_shot_test"]["mean"]
     for domain, m in rows.items():
         cells = [domain, str(m.get("n", ""))]
-        for direction in ("i2t", "t2i"):
-            cells += [f"{m[f'{direction}_r{k}']:.1f} ({m[f'chance_r{k}']:.1f})" for k in (1, 5, 10)]
+        for prefix in ("i2t", "t2i", "chance"):
+            cells += [f"{m[f'{prefix}_r{k}']:.1f}" for k in (1, 5, 10)]
         table.add_row(*cells)
     console = Console()
     console.print(table)

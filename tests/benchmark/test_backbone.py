@@ -225,6 +225,8 @@ def test_tokenize_truncates_keeps_eos_and_reports(backbone3):
         assert tokens["truncated"].tolist() == [reserve == 38, True]  # "a red star" needs 5 tokens
         full = backbone3.tokenizer(long_caption)["input_ids"]
         assert tokens["input_ids"][1, : int(lengths[1]) - 1].tolist() == full[: int(lengths[1]) - 1]
+    empty = backbone3.tokenize([])
+    assert empty["input_ids"].shape[0] == 0 and empty["truncated"].dtype == torch.bool
     with pytest.raises(FdrdError, match="at least SOS and EOS"):
         backbone3.tokenize(["a"], reserve=backbone3.context_length - 1)
 
