@@ -20,12 +20,14 @@ import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import imagehash
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-# Pillow's own default: about 89 megapixels, i.e. a 1 GB RGBA buffer at 4 bytes per pixel.
+# Pillow's own default Image.MAX_IMAGE_PIXELS (about 89 megapixels), fixed here so that a
+# library or user changing the global does not change which images a build accepts.
 DEFAULT_MAX_PIXELS = 89_478_485
 
 
@@ -60,7 +62,7 @@ class ImageRejected(Exception):
 def read_image_bytes(path: str | os.PathLike) -> bytes:
     """The file's bytes, or ImageRejected naming why they cannot be read."""
     try:
-        data = open(path, "rb").read()
+        data = Path(path).read_bytes()
     except FileNotFoundError:
         raise ImageRejected("missing file") from None
     except IsADirectoryError:
