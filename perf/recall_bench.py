@@ -49,8 +49,9 @@ def rss_bytes() -> int:
         return int(handle.read().split()[1]) * resource.getpagesize()
 
 
-def peak_rss_during(function) -> int:
-    """Peak resident set size while `function` runs, sampled every millisecond, above the start."""
+def peak_rss_during(function) -> tuple[int, object]:
+    """Peak resident set size while `function` runs (sampled every millisecond, above the start), and
+    what `function` returned."""
     baseline = rss_bytes()
     peak = baseline
     done = threading.Event()
@@ -64,11 +65,11 @@ def peak_rss_during(function) -> int:
     sampler = threading.Thread(target=sample)
     sampler.start()
     try:
-        function()
+        result = function()
     finally:
         done.set()
         sampler.join()
-    return peak - baseline
+    return peak - baseline, result
 
 
 def main() -> None:
@@ -104,15 +105,14 @@ def main() -> None:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
             before = torch.cuda.memory_allocated()
-            run_recall()
+            metrics = run_recall()
             peak = torch.cuda.max_memory_allocated() - before
             how = "torch.cuda.max_memory_allocated"
         else:
-            peak = peak_rss_during(run_recall)
+            peak, metrics = peak_rss_during(run_recall)
             how = "sampled RSS growth"
         inputs = 2 * size * args.dim * 4
         full_matrix = size * size * 4
-        metrics = run_recall()
         print(
             f"N={size:>6}  gemm {min(gemm_times):7.3f}s  recall {min(recall_times):7.3f}s  "
             f"ratio {min(recall_times) / min(gemm_times):5.2f}x  "

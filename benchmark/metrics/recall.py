@@ -137,8 +137,11 @@ def torch_blocked_ranks(
     num_images, num_texts = image_emb.shape[0], text_emb.shape[0]
     device = image_emb.device
     order, offsets = _caption_offsets(text_to_image, num_images)
-    grouped_text = text_emb[order]
-    grouped_owner = text_to_image[order]
+    if bool((order == torch.arange(num_texts, device=device)).all()):
+        # Captions already grouped (one per image, in image order: every evaluation split): no copy.
+        grouped_text, grouped_owner = text_emb, text_to_image
+    else:
+        grouped_text, grouped_owner = text_emb[order], text_to_image[order]
     row_bounds = list(range(0, num_images, block_size)) + [num_images]
     col_bounds = [int(offsets[bound]) for bound in row_bounds]
     blocks = [

@@ -19,7 +19,7 @@ from fdrd.manifest import read_manifest
 TRAINING = {
     "coop": ["--set", "epochs=6", "--set", "warmup_epochs=0", "--set", "batch_size=8", "--set", "lr=0.005"],
     "clip_adapter": ["--set", "epochs=10", "--set", "warmup_epochs=0", "--set", "batch_size=8",
-                     "--set", "optimizer=adamw", "--set", "lr=0.01"],
+                     "--set", "optimizer=adamw", "--set", "lr=0.03"],
     "zeroshot": [],
 }
 SEEDS = "1,2"
