@@ -16,6 +16,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.table import Table
 
 from fdrd.errors import FdrdError
@@ -119,10 +120,16 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, An
 
 def summary_table(results: list[dict[str, Any]]) -> Table:
     """A rich table: one row per (method, domain), then each method's AVG row."""
-    table = Table(title="Recall@K (%), mean ± std over seeds", show_lines=False)
-    for column in ("method", "domain", "seeds", "I→T R@1", "R@5", "R@10", "T→I R@1", "R@5", "R@10", "mean"):
-        table.add_column(column, justify="left" if column in ("method", "domain") else "right")
-    for method, rows in summarize(results).items():
+    table = Table(title="Recall@K (%), mean ± std over seeds", box=box.SIMPLE_HEAD)
+    summary = summarize(results)
+    # Names are never abbreviated: narrow terminals squeeze the number columns instead.
+    widest_method = max((len(method) for method in summary), default=6)
+    widest_domain = max((len(domain) for rows in summary.values() for domain in rows), default=6)
+    table.add_column("method", no_wrap=True, min_width=widest_method)
+    table.add_column("domain", no_wrap=True, min_width=widest_domain)
+    for column in ("seeds", "I→T R@1", "R@5", "R@10", "T→I R@1", "R@5", "R@10", "mean"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for method, rows in summary.items():
         for domain, row in rows.items():
             cells = [_cell(*row[key]) for key in (*RECALL_KEYS, "mean_recall")]
             style = "bold" if domain == "AVG" else None

@@ -79,4 +79,7 @@ def register(app: typer.Typer) -> None:
             eval_batch_size=eval_batch_size,
         )
         results = run_bench(options, console=console)
-        Console().print(summary_table(results))
+        table_console = Console()
+        if not table_console.is_terminal:
+            table_console = Console(width=200)  # piped to a file: the whole table, never squeezed to 80 columns
+        table_console.print(summary_table(results))
