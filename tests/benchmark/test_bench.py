@@ -163,3 +163,22 @@ def test_load_results_skips_other_json_and_names_broken_files(tmp_path):
     broken.write_text(json.dumps({"schema": "fdrd-bench-result", "schema_version": 1, "method": "coop"}))
     with pytest.raises(FdrdError, match="seed-1.json: results file misses"):
         load_results(tmp_path)
+
+
+def fake_result(method, domain, seed, value):
+    return {"method": method, "domain": domain, "seed": seed, "metrics": {key: value for key in RECALL_KEYS}}
+
+
+def test_summary_with_uneven_seeds_reports_avg_without_std():
+    results = [fake_result("coop", "a", 1, 10.0), fake_result("coop", "a", 2, 20.0), fake_result("coop", "b", 1, 40.0)]
+    rows = summarize(results)["coop"]
+    assert rows["a"]["i2t_r1"] == (15.0, pytest.approx(7.0710678))
+    assert rows["b"]["i2t_r1"] == (40.0, 0.0)
+    mean, std = rows["AVG"]["mean_recall"]
+    assert mean == 27.5 and std != std  # NaN: domains ran different seeds, no per-seed average exists
+
+
+def test_load_results_refuses_another_schema_version(tmp_path):
+    (tmp_path / "seed-1.json").write_text(json.dumps({"schema": "fdrd-bench-result", "schema_version": 99}))
+    with pytest.raises(FdrdError, match="schema version 99, this reader knows 1"):
+        load_results(tmp_path)
