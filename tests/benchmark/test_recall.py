@@ -176,3 +176,10 @@ def test_auto_prefers_a_registered_specialised_backend(monkeypatch):
     )
     retrieval_recall(torch.randn(4, 3), torch.randn(4, 3), torch.arange(4), block_size=2)
     assert calls == [2]
+
+
+def test_non_finite_embedding_is_named_by_row_across_check_chunks():
+    text_emb = torch.randn(5000, 4)
+    text_emb[4500, 2] = float("inf")
+    with pytest.raises(FdrdError, match="caption embedding 4500 holds NaN or inf"):
+        retrieval_recall(torch.randn(5000, 4), text_emb, torch.arange(5000))
