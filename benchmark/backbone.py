@@ -259,14 +259,19 @@ class ClipBackbone(nn.Module):
             )
         positions = torch.arange(sequence, device=tokens.device)
         hidden = tokens + text.embeddings.position_embedding(positions).unsqueeze(0)
-        additive_mask = _causal_padding_mask(mask, hidden.dtype)
+        if bool(mask.all()) and text.config._attn_implementation == "sdpa":
+            # No padding: SDPA's own causal flag picks its fused kernel (what CLIPTextModel does too);
+            # an explicit mask would force the slower generic path.
+            additive_mask, causal = None, {"is_causal": True}
+        else:
+            additive_mask, causal = _causal_padding_mask(mask, hidden.dtype), {}
         for index, layer in enumerate(text.encoder.layers):
             if index > 0 and deep_ctx is not None and index - 1 < len(deep_ctx):
                 replacement = _per_caption(deep_ctx[index - 1], batch, hidden.dtype, f"deep_ctx[{index - 1}]")
                 if replacement.shape[1] != n_ctx:
                     raise ValueError(f"deep_ctx[{index - 1}] has {replacement.shape[1]} tokens, expected {n_ctx}")
                 hidden = torch.cat([hidden[:, :1], replacement, hidden[:, 1 + n_ctx :]], dim=1)
-            hidden = layer(hidden, additive_mask)
+            hidden = layer(hidden, additive_mask, **causal)
         return hidden, self.eos_positions(input_ids).to(hidden.device) + n_ctx
 
     # ------------------------------------------------------------------ image tower

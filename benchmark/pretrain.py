@@ -39,7 +39,7 @@ CACHE_FORMAT = 1  # bump when the training code changes what a given key produce
 class PretrainConfig:
     """Budget and optimiser of the tiny pretraining; every field is part of the cache key."""
 
-    steps: int = 1500
+    steps: int = 500
     minutes: float | None = None  # stop early when this wall-clock budget is spent (makes runs machine-dependent)
     batch_size: int = 128
     lr: float = 2e-3

@@ -161,6 +161,11 @@ def test_shallow_and_deep_context_match_per_caption_reference(backbone3):
         expected = reference_text(backbone3, ids, ctx, deep_ctx, token_scale)
         assert got.shape == (len(CAPTIONS), backbone3.embed_dim)
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+    # A batch without padding takes SDPA's causal fast path instead of an explicit mask.
+    longest = tokens["attention_mask"].sum(1).argmax()
+    alone = backbone3.encode_text(tokens["input_ids"][longest : longest + 1],
+                                  tokens["attention_mask"][longest : longest + 1], shallow_ctx=shared, deep_ctx=deep[:1])
+    torch.testing.assert_close(alone, reference_text(backbone3, [ids[longest]], shared, deep[:1]), atol=1e-5, rtol=0)
 
 
 @torch.no_grad()
