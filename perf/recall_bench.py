@@ -97,11 +97,8 @@ def main() -> None:
         def run_gemm(image_emb=image_emb, text_emb=text_emb):
             bare_blocked_gemm(image_emb, text_emb, args.block_size)
 
-        run_gemm()  # warm the BLAS threads and caches once
-        gemm_times, recall_times = [], []
-        for _ in range(args.repeats):
-            gemm_times.append(timed(run_gemm))
-            recall_times.append(timed(run_recall))
+        # Memory first, in a process that has not yet allocated any tile: later, freed buffers of the
+        # timed runs would be reused and hide the growth.
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
             before = torch.cuda.memory_allocated()
@@ -110,7 +107,12 @@ def main() -> None:
             how = "torch.cuda.max_memory_allocated"
         else:
             peak, metrics = peak_rss_during(run_recall)
-            how = "sampled RSS growth"
+            how = "sampled RSS growth, first call"
+        run_gemm()  # warm the BLAS threads and caches once
+        gemm_times, recall_times = [], []
+        for _ in range(args.repeats):
+            gemm_times.append(timed(run_gemm))
+            recall_times.append(timed(run_recall))
         inputs = 2 * size * args.dim * 4
         full_matrix = size * size * 4
         print(
