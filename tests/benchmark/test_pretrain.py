@@ -123,3 +123,22 @@ def test_cli_pretrain_writes_a_loadable_model(synthetic_fdrd, tmp_path):
     assert ClipBackbone.from_pretrained(out).text_width == 32
     again = CliRunner().invoke(app, arguments)
     assert isinstance(again.exception, FdrdError) and "--overwrite" in str(again.exception)
+
+
+def test_cli_defaults_agree_with_the_dataclasses():
+    # fdrd/ may not import benchmark/ at import time, so the CLI repeats the defaults; keep them equal.
+    import typer
+
+    from fdrd.cli import app
+
+    group = typer.main.get_command(app)
+    pretrain_defaults = {p.name: p.default for p in group.commands["pretrain"].params}
+    tiny_defaults = {p.name: p.default for p in group.commands["model"].commands["tiny"].params}
+    config, spec = PretrainConfig(), TinyClipSpec()
+    for name in ("steps", "batch_size", "lr", "seed"):
+        assert pretrain_defaults[name] == getattr(config, name), name
+    for defaults in (pretrain_defaults, tiny_defaults):
+        assert (defaults["image_size"], defaults["patch"], defaults["width"], defaults["layers"], defaults["heads"],
+                defaults["embed_dim"], defaults["context_length"], defaults["vocab_size"]) == (
+            spec.image_size, spec.patch_size, spec.vision_width, spec.vision_layers, spec.heads, spec.embed_dim,
+            spec.context_length, spec.vocab_size)
