@@ -421,6 +421,7 @@ class DomainBuilder:
         self.stage_dir.mkdir(parents=True, exist_ok=True)
         self.splits = requested_splits(options.split)
         self.caption_report: dict[str, int] = {}
+        self.captioner: dict[str, Any] = {}
         self.caption_rejections: list[RejectedInput] = []  # released records with no source item
         self.near_duplicates: dict[str, set[str]] = {}
         self.leaks: list[dict[str, Any]] = []
@@ -511,11 +512,12 @@ class DomainBuilder:
                 path,
                 {
                     # Per-record facts of released caption files come once per domain (see AnnotationResult).
-                    "report": {**result.report, **getattr(result, "record_report", {})},
+                    "report": {**result.report, **result.record_report},
+                    "captioner": result.captioner,
                     "rejected": {str(k): v for k, v in result.rejected.items()},
                     "record_rejections": [
                         RejectedInput(r.domain, r.split, r.original, r.reason, "captions").to_json()
-                        for r in getattr(result, "record_rejections", [])
+                        for r in result.record_rejections
                     ],
                     "annotations": [
                         {"caption": m.item.caption, "attributes": m.item.attributes, "negatives": m.item.negatives}
@@ -532,6 +534,7 @@ class DomainBuilder:
             if str(k) in saved["rejected"]:
                 member.reason, member.stage = saved["rejected"][str(k)], "captions"
         self.caption_report = saved["report"]
+        self.captioner = saved["captioner"]
         self.caption_rejections = [RejectedInput(**r) for r in saved["record_rejections"]]
         self.progress.update(task, completed=len(members))
 
@@ -636,6 +639,7 @@ class DomainBuilder:
             "split_rows": {split: len(rows) for split, rows in by_split.items()},
             "leaks": self.leaks,
             "captions": self.caption_report,
+            "captioner": self.captioner,
         }
 
     def _counts(self, staged: list[Staged], rejected: list[RejectedInput]) -> dict[str, Any]:
@@ -724,6 +728,7 @@ def _finish(out: Path, identity: dict[str, Any], results: dict[str, dict[str, An
                 **result["counts"],
                 "leaks": result["leaks"],
                 "captions": result["captions"],
+                "captioner": result["captioner"],
             }
             for domain, result in results.items()
         },

@@ -66,6 +66,9 @@ class AnnotationResult:
     # domain returns the same ones: keep one copy per domain, do not add them up across calls.
     record_rejections: list[Rejection] = field(default_factory=list)
     record_report: dict[str, int] = field(default_factory=dict)
+    # What wrote the captions, for the manifest: {"name": captioner} plus, for vlm, the model's
+    # provenance (id, revision, commit, architecture, trust_remote_code, prompt key).
+    captioner: dict[str, Any] = field(default_factory=dict)
 
 
 def resolve_captioner(items: list[SourceItem], options: CaptionOptions) -> str:
@@ -105,11 +108,14 @@ def annotate(
     captioner = resolve_captioner(items, options)
     todo = [i for i, item in enumerate(items) if item.caption is None]
     report["captions_from_source"] = len(items) - len(todo)
+    provenance: dict[str, Any] = {"name": captioner}
 
     if captioner == "template":
         _template_captions(items, todo, options, report, rejected)
     elif captioner == "vlm":
-        _vlm_captions(items, todo, image_bytes, image_sha256, taxonomy, vocabulary, options, cache_dir, report)
+        provenance.update(
+            _vlm_captions(items, todo, image_bytes, image_sha256, taxonomy, vocabulary, options, cache_dir, report)
+        )
     elif captioner == "fdrd-json":
         record_report, record_rejections = _released_captions(
             items, todo, taxonomy, vocabulary, options, report, rejected, kept_negatives
@@ -121,7 +127,7 @@ def annotate(
     _attributes_and_negatives(items, taxonomy, vocabulary, options, report, rejected, kept_negatives)
     report["rejected_by_caption_stage"] = len(rejected)
     return AnnotationResult(
-        {k: int(v) for k, v in sorted(report.items())}, rejected, record_rejections, record_report
+        {k: int(v) for k, v in sorted(report.items())}, rejected, record_rejections, record_report, provenance
     )
 
 
@@ -147,11 +153,13 @@ def _template_captions(
 def _vlm_captions(
     items: list[SourceItem], todo: list[int], image_bytes: list[bytes], image_sha256: list[str],
     taxonomy: Taxonomy, vocabulary: Vocabulary, options: CaptionOptions, cache_dir: Path, report: Counter[str],
-) -> None:
+) -> dict[str, Any]:
+    """Caption `todo` with the VLM; returns the model's provenance for the manifest ({} when
+    nothing needed a caption, so no model is touched)."""
     if not todo:
-        return
+        return {}
     from builders.captions.cache import CaptionCache
-    from builders.captions.vlm import VLMOptions, caption_images
+    from builders.captions.vlm import VLMOptions, caption_images, model_provenance
 
     vlm_options = VLMOptions(
         model=options.model,
@@ -180,6 +188,7 @@ def _vlm_captions(
         item.caption = insert_category(caption, item.category, nouns)
         report["captioned_vlm"] += 1
         report[f"category_{insertion_kind(caption, item.category, nouns)}"] += 1
+    return {"model_provenance": model_provenance(vlm_options)}
 
 
 def _released_captions(

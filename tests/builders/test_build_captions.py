@@ -93,6 +93,7 @@ def test_fdrd_json_build_over_coop_data_audits_to_zero(tmp_path, coop_root):
             k: 0 for k in AUDIT_KEYS[2:] if result[k] is not None
         }, result["examples"]
 
+    assert manifest["domains"]["oxford_pets"]["captioner"] == {"name": "fdrd-json"}
     pets = manifest["domains"]["oxford_pets"]["captions"]
     assert pets["imported"] > 0 and pets["repaired_records"] == pets["imported"]
     assert manifest["domains"]["oxford_flowers"]["captions"]["imported"] == sum(
@@ -126,6 +127,11 @@ def test_vlm_build_with_the_tiny_model_names_every_category_and_audits_to_zero(t
     images = sum(len(v) for v in coop_root.facts["good"]["oxford_flowers"].values())
     assert report["captioned_vlm"] == images
     assert report["category_replaced"] + report["category_prefixed"] + report.get("category_present", 0) == images
+    captioner = manifest["domains"]["oxford_flowers"]["captioner"]
+    assert captioner["name"] == "vlm"
+    assert captioner["model_provenance"]["model"] == model
+    assert captioner["model_provenance"]["trust_remote_code"] is False
+    assert captioner["model_provenance"]["architectures"] == ["LlavaForConditionalGeneration"]
     [result] = audit_path(out)
     assert {k: result[k] for k in AUDIT_KEYS[2:]} == {k: 0 for k in AUDIT_KEYS[2:]}, result["examples"]
     for shard in sorted(out.glob("*/*.parquet")):

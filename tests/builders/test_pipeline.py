@@ -144,6 +144,7 @@ class FakeResult:
     rejected: dict
     record_rejections: list
     record_report: dict
+    captioner: dict
 
 
 def test_caption_stage_hook_fills_captions_and_rejections(coop_root, tmp_path, monkeypatch):
@@ -162,7 +163,8 @@ def test_caption_stage_hook_fills_captions_and_rejections(coop_root, tmp_path, m
             item.attributes = []
             item.negatives = [{"text": "a photo of something else", "kind": "category", "category": "other"}]
         refused = Rejection("oxford_flowers", "", "/elsewhere/x.jpg", "captions.json: record 'x': outside the data root")
-        return FakeResult({"captioned_template": len(items)}, {0: "no caption: fake says so"}, [refused], {"released_records": 9})
+        return FakeResult({"captioned_template": len(items)}, {0: "no caption: fake says so"}, [refused], {"released_records": 9},
+                          {"name": "template"})
 
     monkeypatch.setattr(stage, "annotate", fake_annotate)
     out = tmp_path / "fdrd"
@@ -181,6 +183,7 @@ def test_caption_stage_hook_fills_captions_and_rejections(coop_root, tmp_path, m
     total = sum(len(v) for v in coop_root.facts["good"]["oxford_flowers"].values())
     assert calls == [total]  # once per domain, not again on resume
     assert manifest["domains"]["oxford_flowers"]["captions"] == {"captioned_template": total, "released_records": 9}
+    assert manifest["domains"]["oxford_flowers"]["captioner"] == {"name": "template"}
     assert manifest["rows"] == total - 1
     rejected = read_rejected(out)
     assert sorted((r["stage"], r["reason"]) for r in rejected) == [

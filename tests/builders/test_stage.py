@@ -137,6 +137,7 @@ def test_vlm_captions_get_the_category_inserted(tmp_path, monkeypatch):
         return {sha: text for (sha, _), text in zip(images, raw, strict=True)}
 
     monkeypatch.setattr(vlm, "caption_images", fake_caption_images)
+    monkeypatch.setattr(vlm, "model_provenance", lambda options: {"model": options.model})
     items = [item("pug", "a"), item("beagle", "b"), item("pug", "c"), item("sphynx", "d")]
     result = run(items, tmp_path, captioner="vlm", batch_size=3, gpus=0, model="some/model")
     assert [i.caption for i in items] == [
@@ -146,6 +147,7 @@ def test_vlm_captions_get_the_category_inserted(tmp_path, monkeypatch):
         "A sphynx. The cat sleeps.",
     ]
     assert list(result.rejected) == [2]
+    assert result.captioner == {"name": "vlm", "model_provenance": {"model": "some/model"}}
     assert result.report["captioned_vlm"] == 3
     assert result.report["category_replaced"] == 2 and result.report["category_prefixed"] == 1
     options, cache_path, _ = calls[0]
