@@ -15,7 +15,7 @@ from fdrd.errors import FdrdError
 from fdrd.manifest import read_manifest
 
 # A few epochs at learning rates the tiny model moves with (chosen on this data, figures in
-# docs/performance-bench.md); no warm-up epoch, which would spend much of so short a run at 1e-5.
+# docs/performance.md); no warm-up epoch, which would spend much of so short a run at 1e-5.
 TRAINING = {
     "coop": ["--set", "epochs=6", "--set", "warmup_epochs=0", "--set", "batch_size=8", "--set", "lr=0.005"],
     "clip_adapter": ["--set", "epochs=10", "--set", "warmup_epochs=0", "--set", "batch_size=8",
