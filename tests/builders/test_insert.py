@@ -28,6 +28,23 @@ def _is_word_char(ch: str) -> bool:
     return ch.isalnum()
 
 
+def reference_match_at(text: str, start: int, tokens: list[str]) -> int | None:
+    """End of `tokens` read at `start` (case-insensitive, joined by runs of spaces/underscores), or None."""
+    pos = start
+    for k, token in enumerate(tokens):
+        if text[pos : pos + len(token)].lower() != token.lower():
+            return None
+        pos += len(token)
+        if k < len(tokens) - 1:
+            gap = pos
+            while gap < len(text) and (text[gap].isspace() or text[gap] == "_"):
+                gap += 1
+            if gap == pos:
+                return None
+            pos = gap
+    return pos
+
+
 def reference_find(text: str, name: str) -> list[tuple[int, int]]:
     """Leftmost non-overlapping whole-word matches, tokens joined by runs of spaces/underscores."""
     tokens = [t for t in re.split(r"[\s_]+", name) if t]
@@ -37,23 +54,10 @@ def reference_find(text: str, name: str) -> list[tuple[int, int]]:
         if i > 0 and _is_word_char(text[i - 1]):
             i += 1
             continue
-        pos, ok = i, True
-        for k, token in enumerate(tokens):
-            if text[pos : pos + len(token)].lower() != token.lower():
-                ok = False
-                break
-            pos += len(token)
-            if k < len(tokens) - 1:
-                gap = pos
-                while gap < len(text) and (text[gap].isspace() or text[gap] == "_"):
-                    gap += 1
-                if gap == pos:
-                    ok = False
-                    break
-                pos = gap
-        if ok and not (pos < len(text) and _is_word_char(text[pos])):
-            spans.append((i, pos))
-            i = pos
+        end = reference_match_at(text, i, tokens)
+        if end is not None and not (end < len(text) and _is_word_char(text[end])):
+            spans.append((i, end))
+            i = end
         else:
             i += 1
     return spans
@@ -190,23 +194,10 @@ def reference_counts(text: str, names: list[str]):
         tokens = [t.lower() for t in re.split(r"[\s_]+", name) if t]
         i = 0
         while i < len(text):
-            pos, ok = i, True
-            for k, token in enumerate(tokens):
-                if text[pos : pos + len(token)].lower() != token:
-                    ok = False
-                    break
-                pos += len(token)
-                if k < len(tokens) - 1:
-                    gap = pos
-                    while gap < len(text) and (text[gap].isspace() or text[gap] == "_"):
-                        gap += 1
-                    ok = gap > pos
-                    pos = gap
-                    if not ok:
-                        break
-            if ok:
-                found.append((i, pos, " ".join(tokens)))
-                i = pos  # finditer does not overlap matches of one name
+            end = reference_match_at(text, i, tokens)
+            if end is not None:
+                found.append((i, end, " ".join(tokens)))
+                i = end  # finditer does not overlap matches of one name
             else:
                 i += 1
     every, inside = Counter(), Counter()
