@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -157,14 +158,16 @@ def validate_build(
     report.content_hash = content_hash(row_digest(r) for r in rows)  # row_digest ignores "_shard"
     if report.content_hash != manifest.get("content_hash"):
         problems.add("content hash", f"content hash of the rows is {report.content_hash}, manifest.json says {manifest.get('content_hash')}")
+    actual_rows = Counter((r["domain"], r["split"]) for r in rows)
     for domain, info in manifest.get("domains", {}).items():
         for split, counts in info.get("splits", {}).items():
-            actual = sum(1 for r in rows if r["domain"] == domain and r["split"] == split)
+            actual = actual_rows[domain, split]
             if actual != counts.get("images"):
                 problems.add("counts", f"{domain}/{split}: {actual} rows, manifest.json says {counts.get('images')}")
     rejected = read_rejected(directory)
-    if len(rejected) != manifest.get("rejected", {}).get("count", 0):
-        problems.add("rejected", f"rejected.jsonl: {len(rejected)} lines, manifest.json says {manifest['rejected']['count']}")
+    listed_rejected = manifest.get("rejected", {}).get("count", 0)
+    if len(rejected) != listed_rejected:
+        problems.add("rejected", f"rejected.jsonl: {len(rejected)} lines, manifest.json says {listed_rejected}")
 
     threshold = manifest.get("build", {}).get("phash_threshold", DEFAULT_PHASH_THRESHOLD)
     for test, other, distance in _leaks(directory, rows, threshold):

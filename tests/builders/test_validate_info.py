@@ -77,6 +77,15 @@ def test_missing_unlisted_and_miscounted_files_are_problems(build_copy):
     assert "rows, manifest.json says" in problems
 
 
+def test_rejected_lines_without_a_manifest_count_are_a_problem_not_a_crash(build_copy):
+    manifest = json.loads((build_copy / "manifest.json").read_text())
+    del manifest["rejected"]
+    (build_copy / "manifest.json").write_text(json.dumps(manifest))
+    (build_copy / "rejected.jsonl").write_text(json.dumps({"original": "x.jpg", "reason": "missing file"}) + "\n")
+    problems = validate_build(build_copy).problems
+    assert "rejected.jsonl: 1 lines, manifest.json says 0" in problems
+
+
 def test_a_leak_is_a_problem_unless_allowed(coop_root, tmp_path):
     out = tmp_path / "fdrd"
     build(BuildOptions(out=out, data_root=coop_root.root, captions=CaptionSettings(captioner="none")), console=Console(quiet=True))
