@@ -13,14 +13,14 @@ from typing import Any
 from rich.table import Table
 
 from fdrd.manifest import write_text_atomic
+from fdrd.schema import SPLITS
 
 REJECTED_NAME = "rejected.jsonl"
 
 
 def split_order(split: str) -> tuple[int, str]:
-    """Splits in reading order (train, val, test, pretrain), unknown ones last."""
-    order = ("train", "val", "test", "pretrain")
-    return (order.index(split) if split in order else len(order), split)
+    """Splits in reading order (fdrd.schema.SPLITS: train, val, test, pretrain), unknown ones last."""
+    return (SPLITS.index(split) if split in SPLITS else len(SPLITS), split)
 
 
 @dataclass(frozen=True)

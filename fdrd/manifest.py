@@ -24,7 +24,8 @@ MANIFEST_FORMAT = "fdrd-build"  # the `format` field: tells a manifest of ours f
 #   versions (fdrd, datasets, pyarrow, pillow, imagehash, python), created (UTC, informative only),
 #   shards [{path, domain, split, rows, bytes, sha256}],
 #   domains {domain: {splits: {split: {images, categories, rejected, near_duplicates, leaks}},
-#            exact_duplicates, leaks [{test_id, other_id, other_split, distance}], captions {...}}},
+#            exact_duplicates, leaks [{test_id, other_id, other_split, distance}], captions {...},
+#            captioner {...}}},
 #   rejected {count, file}.
 
 # Columns that enter a row's digest. `image` is represented by its `sha256` column, which the
