@@ -81,16 +81,20 @@ class ImageFolderSource:
             raise FdrdError(f"{path}: no meta-category for {', '.join(missing[:5])}; add every category folder")
         return meta
 
-    def _list_files(self) -> list[tuple[str, str, Path]]:
-        """(split, category folder, file) in sorted order; split "" means "decide by hash"."""
+    def _list_files(self) -> list[tuple[str, str, Path, str]]:
+        """(split, category folder, file, root-relative path) in sorted order; without split folders
+        the split comes from the path's hash, computed here once per file."""
         files = []
         if self.split_folders:
             for split in FOLDER_SPLITS:
                 for folder in self.folders:
-                    files += [(split, folder, f) for f in _files_in(self.root / split / folder)]
+                    for path in _files_in(self.root / split / folder):
+                        files.append((split, folder, path, path.relative_to(self.root).as_posix()))
         else:
             for folder in self.folders:
-                files += [("", folder, f) for f in _files_in(self.root / folder)]
+                for path in _files_in(self.root / folder):
+                    relative = path.relative_to(self.root).as_posix()
+                    files.append((hash_split(relative), folder, path, relative))
         return files
 
     def domains(self) -> list[str]:
@@ -104,9 +108,6 @@ class ImageFolderSource:
         if domain != self.domain:
             raise FdrdError(f"unknown domain {domain!r} in image folder {self.root}; known domains: {self.domain}")
 
-    def _split_of(self, split: str, relative: str) -> str:
-        return split or hash_split(relative)
-
     def count_items(self, domain: str, splits: Sequence[str]) -> int:
         return sum(1 for _ in self._selected(domain, splits))
 
@@ -116,10 +117,7 @@ class ImageFolderSource:
         if unknown:
             raise FdrdError(f"unknown split {', '.join(map(repr, unknown))}; known splits: {', '.join(SPLITS)}")
         for split in dict.fromkeys(splits):  # `pretrain` selects nothing: folders have no such split
-            for file_split, folder, path in self._files:
-                relative = path.relative_to(self.root).as_posix()
-                if self._split_of(file_split, relative) == split:
-                    yield split, folder, path, relative
+            yield from (file for file in self._files if file[0] == split)
 
     def iter_items(self, domain: str, splits: Sequence[str]) -> Iterator[SourceItem | Rejection]:
         root = self.root.resolve()
