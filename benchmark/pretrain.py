@@ -50,6 +50,15 @@ class PretrainConfig:
     max_shift: int = 4  # random translation in pixels, a cheap augmentation that keeps attributes true
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        # Zero steps would save an untrained model with no loss to report; an empty batch gives a NaN loss
+        # that reads as divergence. Checked here so the CLI refuses before loading any image.
+        if self.steps < 1 or self.batch_size < 1 or (self.minutes is not None and self.minutes <= 0):
+            raise FdrdError(
+                f"tiny CLIP pretraining: steps ({self.steps}), batch size ({self.batch_size}) and minutes "
+                f"({self.minutes}) must be positive"
+            )
+
 
 @dataclasses.dataclass
 class Pairs:
@@ -62,16 +71,12 @@ class Pairs:
 
 def load_pairs(data_dir: str | Path, split: str, processor: Any = None) -> Pairs:
     """All domains' rows of `split` from a built FDRD folder (config "all"), images preprocessed."""
-    import datasets
+    from benchmark.data import load_split
 
-    data_dir = Path(data_dir)
-    if not (data_dir / "manifest.json").is_file():
-        raise FdrdError(f"{data_dir}: no manifest.json; build the dataset first with `fdrd build --out {data_dir}`")
     try:
-        table = datasets.load_dataset(str(data_dir), "all", split=split)
-    except (ValueError, FileNotFoundError) as error:
-        raise FdrdError(f"{data_dir}: cannot load split {split!r} ({error}); pretraining needs a synthetic build "
-                        "with --split all") from error
+        table = load_split(data_dir, "all", split)
+    except FdrdError as error:
+        raise FdrdError(f"{error}; pretraining needs a synthetic build with --split all") from error
     if len(table) == 0:
         raise FdrdError(f"{data_dir}: split {split!r} is empty")
     captions = list(table["caption"])

@@ -142,3 +142,22 @@ def test_cli_defaults_agree_with_the_dataclasses():
                 defaults["embed_dim"], defaults["context_length"], defaults["vocab_size"]) == (
             spec.image_size, spec.patch_size, spec.vision_width, spec.vision_layers, spec.heads, spec.embed_dim,
             spec.context_length, spec.vocab_size)
+
+
+@pytest.mark.parametrize("changes", [{"steps": 0}, {"batch_size": 0}, {"minutes": -1.0}, {"minutes": 0.0}])
+def test_budget_that_cannot_train_is_refused(changes):
+    with pytest.raises(FdrdError, match="must be positive"):
+        PretrainConfig(**changes)
+
+
+def test_cli_pretrain_refuses_zero_steps_before_loading_data(tmp_path):
+    from fdrd.cli import app
+
+    result = CliRunner().invoke(app, ["pretrain", "--data", str(tmp_path / "absent"), "--out", str(tmp_path / "m"),
+                                      "--steps", "0", "--no-cache"])
+    assert isinstance(result.exception, FdrdError) and "steps (0)" in str(result.exception)
+
+
+def test_load_pairs_names_a_missing_split(synthetic_fdrd):
+    with pytest.raises(FdrdError, match="no split 'nosuch'.*--split all"):
+        pretrain_module.load_pairs(synthetic_fdrd, "nosuch")
