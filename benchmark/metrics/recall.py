@@ -79,6 +79,8 @@ def choose_backend(name: str, device: torch.device) -> RecallBackend:
         for backend in _BACKENDS.values()
         if device.type in backend.device_types and backend.available()
     ]
+    if not candidates:  # a device nobody claims (xpu, meta, ...): the plain torch backend runs on any
+        return _BACKENDS["torch"]
     return max(candidates, key=lambda backend: backend.priority)
 
 

@@ -178,6 +178,11 @@ def test_auto_prefers_a_registered_specialised_backend(monkeypatch):
     assert calls == [2]
 
 
+def test_auto_falls_back_to_torch_on_a_device_no_backend_claims():
+    assert recall_module.choose_backend("auto", torch.device("meta")).name == "torch"
+    assert recall_module.choose_backend("auto", torch.device("cpu")).name == "torch"
+
+
 def test_non_finite_embedding_is_named_by_row_across_check_chunks():
     text_emb = torch.randn(5000, 4)
     text_emb[4500, 2] = float("inf")
