@@ -13,7 +13,7 @@ from typing import Any
 
 from builders.sources.protocol import Source
 from fdrd.errors import FdrdError
-from fdrd.schema import COOP_DOMAINS
+from fdrd.schema import COOP_DOMAINS, SPLITS
 
 SOURCE_NAMES = ("auto", "synthetic", "coop", "imagefolder", "urls")
 
@@ -82,4 +82,13 @@ def check_domains(requested: Sequence[str] | None, known: Sequence[str], where: 
     return list(dict.fromkeys(requested))
 
 
-__all__ = ["Source", "resolve_source", "check_domains", "looks_like_coop_root", "SOURCE_NAMES"]
+def check_splits(requested: Sequence[str]) -> list[str]:
+    """`requested` in the order given, without repeats; FdrdError naming the known splits
+    (fdrd.schema.SPLITS) when one is not among them."""
+    unknown = [s for s in requested if s not in SPLITS]
+    if unknown:
+        raise FdrdError(f"unknown split {', '.join(map(repr, unknown))}; known splits: {', '.join(SPLITS)}")
+    return list(dict.fromkeys(requested))
+
+
+__all__ = ["Source", "resolve_source", "check_domains", "check_splits", "looks_like_coop_root", "SOURCE_NAMES"]

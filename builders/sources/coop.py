@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from builders.class_names import readable_class_name
+from builders.sources import check_splits
 from builders.sources.base import Rejection, SourceItem
 from builders.sources.coop_layout import (
     AIRCRAFT_SPLIT_FILE,
@@ -149,11 +150,7 @@ class CoopSource:
 
 def _check_splits(splits: Sequence[str]) -> list[str]:
     """The CoOp splits among `splits`; `pretrain` (synthetic only) selects nothing here."""
-    known = (*COOP_SPLITS, "pretrain")
-    unknown = [s for s in splits if s not in known]
-    if unknown:
-        raise FdrdError(f"unknown split {', '.join(map(repr, unknown))}; known splits: {', '.join(known)}")
-    return [s for s in dict.fromkeys(splits) if s in COOP_SPLITS]
+    return [s for s in check_splits(splits) if s in COOP_SPLITS]
 
 
 def _missing_layout(path: Path, layout: CoopDomainLayout) -> FdrdError:

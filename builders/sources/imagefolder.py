@@ -13,10 +13,10 @@ import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from builders.sources import check_splits
 from builders.sources.base import Rejection, SourceItem
 from builders.taxonomy import Taxonomy
 from fdrd.errors import FdrdError
-from fdrd.schema import SPLITS
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 FOLDER_SPLITS = ("train", "val", "test")
@@ -113,10 +113,7 @@ class ImageFolderSource:
 
     def _selected(self, domain: str, splits: Sequence[str]) -> Iterator[tuple[str, str, Path, str]]:
         self._check_domain(domain)
-        unknown = [s for s in splits if s not in SPLITS]
-        if unknown:
-            raise FdrdError(f"unknown split {', '.join(map(repr, unknown))}; known splits: {', '.join(SPLITS)}")
-        for split in dict.fromkeys(splits):  # `pretrain` selects nothing: folders have no such split
+        for split in check_splits(splits):  # `pretrain` selects nothing: folders have no such split
             yield from (file for file in self._files if file[0] == split)
 
     def iter_items(self, domain: str, splits: Sequence[str]) -> Iterator[SourceItem | Rejection]:

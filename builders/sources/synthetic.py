@@ -16,7 +16,7 @@ import hashlib
 import random
 from collections.abc import Iterator, Sequence
 
-from builders.sources import check_domains
+from builders.sources import check_domains, check_splits
 from builders.sources.base import Rejection, SourceItem
 from builders.sources.synthetic_captions import (
     attribute_records,
@@ -33,7 +33,6 @@ from builders.sources.synthetic_specimens import (
 )
 from builders.taxonomy import Taxonomy
 from fdrd.errors import FdrdError
-from fdrd.schema import SPLITS
 
 DEFAULT_PER_CATEGORY = 12
 DEFAULT_IMAGE_SIZE = 128
@@ -86,13 +85,13 @@ class SyntheticSource:
 
     def count_items(self, domain: str, splits: Sequence[str]) -> int:
         categories = len(self.taxonomy(domain).categories)
-        return sum(categories * split_size(s, self.per_category) for s in _check_splits(splits))
+        return sum(categories * split_size(s, self.per_category) for s in check_splits(splits))
 
     def iter_items(self, domain: str, splits: Sequence[str]) -> Iterator[SourceItem | Rejection]:
         taxonomy = self.taxonomy(domain)
         spec = DOMAIN_BY_NAME[domain]
         traits = [(m, value) for m in spec.metas for value in m.values]  # aligned with taxonomy.categories
-        for split in _check_splits(splits):
+        for split in check_splits(splits):
             n = split_size(split, self.per_category)
             for category_id, category in enumerate(taxonomy.categories):
                 meta_spec, trait_value = traits[category_id]
@@ -120,9 +119,3 @@ class SyntheticSource:
                         extra={"attributes": dict(attributes), "trait": trait_value, "seed": self.seed},
                     )
 
-
-def _check_splits(splits: Sequence[str]) -> list[str]:
-    unknown = [s for s in splits if s not in SPLITS]
-    if unknown:
-        raise FdrdError(f"unknown split {', '.join(map(repr, unknown))}; known splits: {', '.join(SPLITS)}")
-    return list(dict.fromkeys(splits))
