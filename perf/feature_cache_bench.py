@@ -8,7 +8,7 @@ cache removes. Both trainings use the same seed, few-shot set and config, and th
 epochs alternate (uncached, cached, uncached, ...) so that machine noise hits both alike; the best
 epoch time of each is compared.
 
-    .venv/bin/python perf/feature_cache_bench.py --data DIR --model DIR [--domain D] [--epochs 3]
+    .venv/bin/python perf/feature_cache_bench.py --data DIR [--model DIR] [--domain D] [--epochs 3]
 
 The default model builds an untrained tiny CLIP with ViT-B/32-like proportions scaled down (speed
 does not depend on the weights); pass --model to time a real checkpoint.
@@ -48,17 +48,16 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device(args.device)
 
+    domain = args.domain or available_domains(args.data)[0]
+    split = load_split(args.data, domain, "train")
     model = args.model
     if model is None:
         from benchmark.tiny import TinyClipSpec, save_tiny_clip
 
         spec = TinyClipSpec(image_size=224, patch_size=32, vision_width=256, vision_layers=6, text_width=256,
                             text_layers=6, heads=4, embed_dim=256)
-        split = load_split(args.data, args.domain or available_domains(args.data)[0], "train")
         model = str(save_tiny_clip(tempfile.mkdtemp(prefix="fdrd-perf-clip-"), spec, split["caption"], seed=0))
     backbone = ClipBackbone.from_pretrained(model, device=device)
-    domain = args.domain or available_domains(args.data)[0]
-    split = load_split(args.data, domain, "train")
     shots = sample_few_shot(split, args.shots or None, seed=1, allow_fewer=True)
     print(
         f"device={device} threads={torch.get_num_threads()} model={model} domain={domain} "
