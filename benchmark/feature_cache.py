@@ -1,9 +1,9 @@
 """Frozen image features computed once per image and reused across epochs, seeds and methods.
 
-For methods whose image side is frozen and prompt-free (`frozen_prompt_free_images`: zeroshot, coop)
-the image tower gives the same output for an image every epoch, so it runs once per record and the
-trainer feeds `batch["image_features"]` instead of pixels: no decoding, no preprocessing, no vision
-transformer per step.
+For methods whose image side is frozen and prompt-free (`frozen_prompt_free_images`: zeroshot, coop,
+clip_adapter, whose adapter acts after the frozen tower) the image tower gives the same output for an
+image every epoch, so it runs once per record and the trainer feeds `batch["image_features"]` instead
+of pixels: no decoding, no preprocessing, no vision transformer per step.
 
 Features are keyed by record id and by a cache key naming everything that decides them: the model
 revision (content hash of its folder, or Hub commit), the method's `frozen_image_features`
