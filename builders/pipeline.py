@@ -169,10 +169,8 @@ def _clear_build(out: Path) -> None:
 
 def prepare_out_dir(out: Path, identity: dict[str, Any], overwrite: bool) -> dict[str, Any] | None:
     """Make `out` ready for this build. Returns the manifest when `out` already holds exactly this
-    finished build; refuses (FdrdError) a directory holding something else unless `overwrite`."""
-    if out.exists() and not out.is_dir():
-        raise FdrdError(f"--out {out} is a file, not a directory; choose a directory")
-    out.mkdir(parents=True, exist_ok=True)
+    finished build; refuses (FdrdError) a directory holding something else unless `overwrite`.
+    Called under BuildLock, which has already checked and created the directory `out`."""
     strangers = [p.name for p in out.iterdir() if not _is_ours(p)]
     if strangers:
         raise FdrdError(

@@ -136,6 +136,11 @@ def test_a_different_build_in_out_is_refused_unless_overwrite(coop_root, tmp_pat
     with pytest.raises(FdrdError, match="thesis.tex"):
         coop_build(coop_root, strangers, overwrite=True)
     assert (strangers / "thesis.tex").read_text() == "precious"
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("precious")
+    with pytest.raises(FdrdError, match="notes.txt is a file, not a directory"):
+        coop_build(coop_root, a_file, overwrite=True)
+    assert a_file.read_text() == "precious"
 
 
 @dataclass
