@@ -32,6 +32,6 @@ class Source(Protocol):
         ...
 
     def count_items(self, domain: str, splits: Sequence[str]) -> int:
-        """How many things `iter_items` will yield (items and rejections), without reading images;
-        used for progress totals."""
+        """How many things `iter_items` will yield (items and rejections), without reading images.
+        The build itself does not call it (it lists the items anyway); tools use it for a quick count."""
         ...
