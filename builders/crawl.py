@@ -56,6 +56,8 @@ def parse_shard_range(text: str) -> tuple[int, int]:
             raise ValueError(text)
         start = int(start_text) if start_text else 0
         end = int(end_text) if end_text else -1
+        if start < 0 or (end_text and end < 0):  # -1 stands for an empty END only
+            raise ValueError(text)
     except ValueError:
         raise FdrdError(f"--shards {text!r}: expected START:END, e.g. 0:10 (END exclusive; either may be empty)") from None
     return start, end
@@ -118,6 +120,10 @@ def crawl(list_path: str | Path, out_dir: str | Path, options: CrawlOptions | No
     options = options or CrawlOptions()
     if options.concurrency < 1 or options.per_host < 1 or options.shard_size < 1:
         raise FdrdError("crawl: --concurrency, --per-host and --shard-size must all be at least 1")
+    if options.policy.retries < 0 or options.policy.max_redirects < 0:
+        # A negative count would leave fetch_image no attempt to make (an AssertionError per URL).
+        raise FdrdError(f"crawl: --retries ({options.policy.retries}) and --max-redirects "
+                        f"({options.policy.max_redirects}) must be at least 0")
     list_path = Path(list_path)
     rows = read_url_list(list_path)
     store = CrawlStore(out_dir)

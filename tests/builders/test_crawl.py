@@ -339,6 +339,14 @@ def test_rerun_with_another_list_or_shard_size_is_refused(server, tmp_path):
         crawl(listing, tmp_path / "out", CrawlOptions(shard_size=2, shards=(2, 5), progress=False))
 
 
+def test_negative_retries_or_redirects_are_named_errors(tmp_path):
+    listing = write_csv(tmp_path / "n.csv", [{"url": "http://127.0.0.1:9/x.jpg", "category": "a"}])
+    for policy in (fast_policy(retries=-1), fast_policy(max_redirects=-1)):
+        with pytest.raises(FdrdError, match="--retries .* and --max-redirects .* must be at least 0"):
+            crawl(listing, tmp_path / "out", CrawlOptions(policy=policy, progress=False))
+    assert not (tmp_path / "out").exists()  # refused before anything is written
+
+
 # -- list formats -------------------------------------------------------------------------------------
 
 def test_list_formats_agree(tmp_path):
@@ -379,7 +387,7 @@ def test_shard_range_parsing():
     assert parse_shard_range("3:7") == (3, 7)
     assert parse_shard_range("4:") == (4, -1)
     assert parse_shard_range(":2") == (0, 2)
-    for bad in ("3", "a:b", "1-2"):
+    for bad in ("3", "a:b", "1-2", "-1:3", "2:-1"):
         with pytest.raises(FdrdError, match="START:END"):
             parse_shard_range(bad)
 
