@@ -57,7 +57,7 @@ from fdrd.manifest import (
     write_json_atomic,
     write_manifest,
 )
-from fdrd.schema import SCHEMA_VERSION, SPLITS, record_id, validate_record
+from fdrd.schema import SCHEMA_VERSION, SPLIT_CHOICES, SPLITS, record_id, validate_record
 
 STAGING = ".fdrd-build"
 CHUNK_SIZE = 64  # items per normalization unit: small enough for a smooth bar, big enough to amortise IPC
@@ -102,11 +102,9 @@ class BuildOptions:
 def requested_splits(split: str) -> tuple[str, ...]:
     """`--split` to the splits asked of the source; `all` includes `pretrain`, which only the
     synthetic source has (others yield nothing for it)."""
-    if split == "all":
-        return SPLITS
-    if split not in SPLITS or split == "pretrain":
-        raise FdrdError(f"unknown split {split!r}; choose one of all, train, val, test")
-    return (split,)
+    if split not in SPLIT_CHOICES:
+        raise FdrdError(f"unknown split {split!r}; choose one of {', '.join(SPLIT_CHOICES)}")
+    return SPLITS if split == "all" else (split,)
 
 
 def build_identity(options: BuildOptions, source_name: str, domains: Sequence[str]) -> dict[str, Any]:

@@ -96,6 +96,8 @@ def test_split_and_domain_selection(coop_root, tmp_path):
         coop_build(coop_root, tmp_path / "u", domains=("oxford_cats",))
     with pytest.raises(FdrdError, match="unknown split"):
         coop_build(coop_root, tmp_path / "v", split="holdout")
+    with pytest.raises(FdrdError, match="unknown split 'pretrain'; choose one of all, train, val, test"):
+        coop_build(coop_root, tmp_path / "w", split="pretrain")  # built only as part of `all`
 
 
 def test_small_shard_target_splits_into_several_files(coop_root, tmp_path):
