@@ -14,6 +14,9 @@ from collections import Counter
 from collections.abc import Iterable
 from functools import lru_cache
 
+# One definition of a name's key for the builder and the audit: their counts are compared by it.
+from builders.taxonomy import name_key
+
 # A name boundary: no letter or digit may touch the name on either side. Hyphens and punctuation do
 # not count as word characters, so "707-320" is found in "(707-320)" but "cat" is not in "scattered".
 _BEFORE = r"(?<![^\W_])"
@@ -162,11 +165,6 @@ def insert_category(caption: str, category: str, head_nouns: Iterable[str]) -> s
 
 
 _PLURAL_ENDING = re.compile(r"(?:e?s)(?![^\W_])", re.IGNORECASE)
-
-
-def name_key(name: str) -> str:
-    """The form that spellings of one name share: "Great_Pyrenees" and "great pyrenees"."""
-    return " ".join(name_tokens(name)).casefold()
 
 
 def inside_word(text: str, start: int, end: int) -> bool:
