@@ -305,7 +305,8 @@ def audit_path(
 def _is_build_metadata(path: Path) -> bool:
     """manifest.json and friends of a built dataset are not caption files."""
     try:
-        head = path.read_text(encoding="utf-8")[:2000]
+        with open(path, encoding="utf-8") as handle:
+            head = handle.read(2000)  # a released file is megabytes; its start tells
     except (OSError, UnicodeDecodeError):
         return True
     return '"positive"' not in head and '"negative"' not in head
