@@ -24,13 +24,18 @@ from typing import Any
 
 from builders.crawl_lists import UrlRow
 from fdrd.errors import FdrdError
-from fdrd.manifest import write_json_atomic, write_manifest
+from fdrd.manifest import write_json_atomic, write_manifest, write_text_atomic
 
 CRAWL_FORMAT = "fdrd-crawl/1"
 
 
 def shard_name(shard: int) -> str:
     return f"{shard:05d}"
+
+
+def _jsonl(records: list[dict]) -> str:
+    """One JSON object per line, as the journals and shard results are written (a shard is small)."""
+    return "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
 
 
 class CrawlStore:
@@ -124,14 +129,7 @@ class CrawlStore:
         """Results first (atomically), then the done marker, then drop the journal: a crash between
         any two steps leaves a state the next run reads correctly."""
         name = shard_name(shard)
-        final = self.shards / f"{name}.jsonl"
-        tmp = self.shards / f".{name}.jsonl.tmp-{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as handle:
-            for record in sorted(records, key=lambda r: r["index"]):
-                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, final)
+        write_text_atomic(self.shards / f"{name}.jsonl", _jsonl(sorted(records, key=lambda r: r["index"])))
         write_json_atomic(self.shards / f"{name}.done.json", stats)
         self.journal_path(shard).unlink(missing_ok=True)
 
@@ -139,11 +137,7 @@ class CrawlStore:
         """Turn a finished shard back into an unfinished one whose journal holds `keep`, so the next
         run fetches the rest. Journal first, then the marker: a crash in between leaves it finished."""
         name = shard_name(shard)
-        tmp = self.shards / f".{name}.partial.jsonl.tmp-{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as handle:
-            for record in keep:
-                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-        os.replace(tmp, self.journal_path(shard))
+        write_text_atomic(self.journal_path(shard), _jsonl(keep))
         (self.shards / f"{name}.done.json").unlink()
         (self.shards / f"{name}.jsonl").unlink(missing_ok=True)
 
