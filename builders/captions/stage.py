@@ -22,21 +22,14 @@ from typing import Any
 from builders.captions.attributes import Vocabulary, load_vocabulary
 from builders.captions.insert import find_name, fix_articles_before, insert_category, insertion_kind
 from builders.captions.negatives import make_negatives, record_rng, swap_candidates
+from builders.captions.vlm import DEFAULT_PROMPT as DEFAULT_VLM_PROMPT  # cheap: torch loads on use
+from builders.captions.vlm import DEFAULT_VLM_MODEL
 from builders.sources.base import Rejection, SourceItem
 from builders.taxonomy import Taxonomy
 from fdrd.errors import FdrdError
 from fdrd.schema import record_id
 
 CAPTIONERS = ("auto", "none", "template", "vlm", "fdrd-json")
-# Same defaults as builders/captions/vlm.py (kept literal here so that importing the stage does not
-# import the captioner); tests/builders/test_stage.py checks that the two agree.
-DEFAULT_VLM_MODEL = "HuggingFaceTB/SmolVLM-256M-Instruct"
-DEFAULT_VLM_PROMPT = (
-    "Describe the main object of this photo in one sentence: its colours, pattern or texture, size, "
-    "shape and parts, pose or action, how many there are, and the background scene. Refer to it by a "
-    "generic word such as 'dog', 'cat', 'flower', 'car', 'plane' or 'dish'; do not name its breed, "
-    "species, make, model or class."
-)
 CAPTION_CACHE_FILE = "captions.sqlite"
 
 

@@ -47,13 +47,6 @@ def as_row(it: SourceItem) -> dict:
     return row
 
 
-def test_defaults_agree_with_the_vlm_captioner():
-    from builders.captions import vlm
-
-    assert stage.DEFAULT_VLM_MODEL == vlm.DEFAULT_VLM_MODEL
-    assert stage.DEFAULT_VLM_PROMPT == vlm.DEFAULT_PROMPT
-
-
 def test_resolve_captioner():
     labelled = [item("pug", "a", extra={"attributes": {"colour": "black"}})]
     plain = [item("pug", "b")]
