@@ -97,7 +97,8 @@ def _read_cached(path: str, size: int, mtime_ns: int) -> tuple[ReleasedRecord, .
 
 def load_released(path: str | Path) -> list[ReleasedRecord]:
     """Every record of the released file(s) at `path`. Parsed once per file version: the build
-    calls the caption stage once per group of items, and a released file is megabytes of JSON."""
+    calls the caption stage once per domain, each call reads every file of a --captions folder,
+    and a released file is megabytes of JSON."""
     records: list[ReleasedRecord] = []
     for file in released_files(path):
         stat = file.stat()
