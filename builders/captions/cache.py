@@ -46,12 +46,15 @@ class CaptionCache:
         self.model = model
         self.prompt_key = prompt_key
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = None
         try:
             self._db = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_S)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(_SCHEMA)
             self._db.commit()
         except sqlite3.DatabaseError as error:
+            if self._db is not None:  # the error's traceback keeps `self` alive: not the open file too
+                self._db.close()
             raise FdrdError(
                 f"{self.path}: not a usable caption cache ({error}); delete it to recaption from scratch"
             ) from error
