@@ -97,11 +97,12 @@ class UrlSource:
 
     def iter_items(self, domain: str, splits: Sequence[str]) -> Iterator[SourceItem | Rejection]:
         taxonomy = self.taxonomy(domain)
-        rows = self._domain_rows(domain)
+        by_split: dict[str, list[UrlRow]] = {}
+        for row in self._domain_rows(domain):  # one URL hash per row, not one per row and split
+            by_split.setdefault(self.split_of(row), []).append(row)
         for split in splits:
-            for row in rows:
-                if self.split_of(row) == split:
-                    yield self._item(row, split, taxonomy)
+            for row in by_split.get(split, []):
+                yield self._item(row, split, taxonomy)
 
     def _item(self, row: UrlRow, split: str, taxonomy: Taxonomy) -> SourceItem | Rejection:
         outcome = self._outcomes.get(row.index)
