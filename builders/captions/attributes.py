@@ -134,7 +134,10 @@ def load_vocabulary(extra_path: str | Path | None = None) -> Vocabulary:
     for path in [DEFAULT_VOCABULARY] + ([Path(extra_path)] if extra_path else []):
         data = _read(path)
         attributes = _merge(attributes, _typed_entries(data.get("attributes", {}), f"{path}: attributes"))
-        for domain, typed in (data.get("domain_attributes") or {}).items():
+        per_domain = data.get("domain_attributes") or {}
+        if not isinstance(per_domain, dict):
+            raise FdrdError(f"{path}: domain_attributes must be an object of domain -> attribute type -> words")
+        for domain, typed in per_domain.items():
             where = f"{path}: domain_attributes.{domain}"
             domain_attributes[domain] = _merge(domain_attributes.get(domain, {}), _typed_entries(typed, where))
         for i, group in enumerate(data.get("synonyms") or []):

@@ -143,6 +143,7 @@ def test_user_vocabulary_file_extends_the_shipped_one(tmp_path):
         (json.dumps({"attributes": {"colour": ["red", ""]}}), "list of non-empty strings"),
         (json.dumps({"colours": {}}), "unknown key"),
         (json.dumps({"head_nouns": ["cat"]}), "head_nouns must be an object"),
+        (json.dumps({"domain_attributes": ["oxford_pets"]}), "domain_attributes must be an object"),
     ],
 )
 def test_bad_vocabulary_files_are_named_errors(tmp_path, content, message):
