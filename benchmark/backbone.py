@@ -25,6 +25,9 @@ from torch import nn
 from fdrd.errors import FdrdError
 from fdrd.manifest import sha256_file
 
+# The paper's backbone (CLIP ViT-B/32): the default of `fdrd bench`.
+DEFAULT_MODEL = "openai/clip-vit-base-patch32"
+
 # Files whose bytes define a local checkpoint's weights; the first ones found are hashed.
 _WEIGHT_PATTERNS = ("*.safetensors", "*.bin")
 

@@ -31,10 +31,10 @@ from benchmark.data import (
     load_split,
     sample_few_shot,
 )
+from benchmark.backbone import DEFAULT_MODEL
 from benchmark.feature_cache import FeatureCache
 from benchmark.results import SCHEMA_NAME, SCHEMA_VERSION, result_path, write_result
 from benchmark.train import evaluate, precision_for, seed_everything, train
-from fdrd.cli_bench import DEFAULT_MODEL
 from fdrd.errors import FdrdError
 
 PACKAGES = ("fdrd", "torch", "transformers", "datasets", "tokenizers", "safetensors", "numpy", "pyarrow", "pillow")

@@ -10,7 +10,6 @@ from rich.console import Console
 
 from fdrd.errors import FdrdError
 
-DEFAULT_MODEL = "openai/clip-vit-base-patch32"  # the paper's backbone (benchmark.bench uses this one)
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -40,7 +39,9 @@ def register(app: typer.Typer) -> None:
         method: str = typer.Argument(..., help="Method name (zeroshot, coop, clip_adapter, ...)."),
         data: Path = typer.Option(..., "--data", help="A dataset directory written by `fdrd build`."),
         domains: str = typer.Option(None, "--domains", help="Comma-separated domains; default: all of them."),
-        model: str = typer.Option(DEFAULT_MODEL, "--model", help="CLIP checkpoint: Hub id or local folder."),
+        model: str = typer.Option(
+            None, "--model", help="CLIP checkpoint: Hub id or local folder [default: openai/clip-vit-base-patch32, the paper's]."
+        ),
         shots: int = typer.Option(16, "--shots", help="Training records per category; 0 takes every record."),
         seeds: str = typer.Option("1,2,3", "--seeds", help="Comma-separated seeds; one results file each."),
         set_: list[str] = typer.Option(None, "--set", help="Override a config field: --set lr=0.01 (repeatable)."),
@@ -67,7 +68,7 @@ def register(app: typer.Typer) -> None:
             method=method,
             data=data,
             domains=parse_domains(domains),
-            model=model,
+            **({"model": model} if model else {}),
             shots=shots or None,
             seeds=parse_seeds(seeds),
             overrides=parse_set_options(set_),

@@ -1,6 +1,8 @@
-"""The `fdrd` command line. Thin on purpose: each command parses its options, then calls into
-builders/ or benchmark/. Commands live in cli_*.py by area, each adding itself through `register`;
-heavy imports happen inside the commands so that `fdrd --help` stays fast."""
+"""The `fdrd` command line, the top floor. Thin on purpose: each command parses its options, then calls
+into builders/ or benchmark/. Commands live in fdrd/cli/<area>.py, each adding itself through
+`register`; heavy imports happen inside the commands so that `fdrd --help` stays fast. Nothing in
+fdrd/, builders/ or benchmark/ imports this package (tests/fdrd/test_layers.py checks it): defaults
+live with the code that uses them."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import sys
 import typer
 from rich.console import Console
 
-from fdrd import cli_bench, cli_build, cli_captions, cli_crawl, cli_models
+from fdrd.cli import bench, build, captions, crawl, models
 from fdrd.errors import FdrdError
 
 app = typer.Typer(
@@ -20,7 +22,7 @@ app = typer.Typer(
     add_completion=False,
 )
 
-for area in (cli_build, cli_captions, cli_crawl, cli_models, cli_bench):
+for area in (build, captions, crawl, models, bench):
     area.register(app)
 
 
@@ -32,6 +34,3 @@ def main() -> None:
         Console(stderr=True).print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
         sys.exit(2)
 
-
-if __name__ == "__main__":
-    main()
