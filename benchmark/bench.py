@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from rich.console import Console
 
+from benchmark.backbone import DEFAULT_MODEL
 from benchmark.data import (
     TEST_SPLIT,
     TRAIN_SPLIT,
@@ -31,7 +32,6 @@ from benchmark.data import (
     load_split,
     sample_few_shot,
 )
-from benchmark.backbone import DEFAULT_MODEL
 from benchmark.feature_cache import FeatureCache
 from benchmark.results import SCHEMA_NAME, SCHEMA_VERSION, result_path, write_result
 from benchmark.train import evaluate, precision_for, seed_everything, train

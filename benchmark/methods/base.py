@@ -6,13 +6,24 @@ The trainer only ever talks to this interface, so MaPLe or DCAR are one new file
 
 Image side in two halves: `frozen_image_features` (what the frozen, prompt-free backbone makes of the
 pixels) and `images_from_features` (the trainable rest, then L2 norm). When `frozen_prompt_free_images`
-is True the trainer may compute the first half once per image and feed `batch["image_features"]`.
+is True and the config does not augment, the trainer may compute the first half once per image and
+feed `batch["image_features"]` (`Method.uses_feature_cache`).
+
+Config fields say where their default comes from: `why` (a published recipe), `choice` (this
+toolkit's own reading where the paper is silent, the [choice] points of docs/dcar-method.md) and
+`departure` (where this toolkit deliberately differs from the published recipe). `config_notes`
+lists the last two for results files. A method may also declare `named_variants` (ablations such as
+`dcar-novisual`, each a set of overrides, run and reported as its own row) and `presets` (e.g.
+`quick`, shortened schedules for offline demos); `resolve_method` and `resolve_run` turn a name, a
+preset and `--set` overrides into a config and the run label that keys results files.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib
+import json
 import pkgutil
 import types
 import typing
@@ -28,11 +39,42 @@ from fdrd.errors import FdrdError
 _REGISTRY: dict[str, type[Method]] = {}
 
 
-def why(default: Any, reason: str, **kwargs: Any) -> Any:
-    """A dataclass field with its default and the one-line reason for it."""
+FIELD_KINDS = ("recipe", "choice", "departure")
+
+
+def why(default: Any, reason: str, *, kind: str = "recipe", **kwargs: Any) -> Any:
+    """A dataclass field with its default and the one-line reason for it.
+
+    kind: "recipe" (the default follows a published recipe), "choice" (ours, where the paper is
+    silent) or "departure" (ours, deliberately unlike the published recipe; the reason says why).
+    """
+    if kind not in FIELD_KINDS:
+        raise ValueError(f"unknown field kind {kind!r}; expected one of {', '.join(FIELD_KINDS)}")
+    metadata = {"why": reason, "kind": kind}
     if isinstance(default, (list, dict, set)):
-        return dataclasses.field(default_factory=lambda: type(default)(default), metadata={"why": reason}, **kwargs)
-    return dataclasses.field(default=default, metadata={"why": reason}, **kwargs)
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata, **kwargs)
+    return dataclasses.field(default=default, metadata=metadata, **kwargs)
+
+
+def choice(default: Any, reason: str, **kwargs: Any) -> Any:
+    """A field whose default is this toolkit's choice where the published method is silent."""
+    return why(default, reason, kind="choice", **kwargs)
+
+
+def departure(default: Any, reason: str, **kwargs: Any) -> Any:
+    """A field whose default deliberately departs from the published recipe (the reason says why)."""
+    return why(default, reason, kind="departure", **kwargs)
+
+
+def config_notes(config: Any) -> dict[str, dict[str, dict[str, Any]]]:
+    """{"choices": {field: {"value", "why"}}, "departures": {...}}: what a results file must name so that
+    nobody mistakes a run for the authors' recipe. Values are the resolved ones (overrides applied)."""
+    notes: dict[str, dict[str, dict[str, Any]]] = {"choices": {}, "departures": {}}
+    for field in dataclasses.fields(config):
+        kind = field.metadata.get("kind")
+        if kind in ("choice", "departure"):
+            notes[f"{kind}s"][field.name] = {"value": getattr(config, field.name), "why": field.metadata["why"]}
+    return notes
 
 
 @dataclasses.dataclass
@@ -47,7 +89,32 @@ class MethodConfig:
     weight_decay: float = why(5e-4, "CoOp/MaPLe recipe")
     warmup_epochs: int = why(1, "one constant warm-up epoch as in CoOp")
     warmup_lr: float = why(1e-5, "CoOp's constant warm-up learning rate")
-    grad_clip: float = why(1.0, "max gradient norm; 0 disables clipping")
+    grad_clip: float = departure(1.0, "max gradient norm (0 disables); the CoOp/MaPLe recipes do not clip, "
+                                 "we do so that a diverging run stops with a named step instead of NaN")
+    augment: bool = why(False, "random resized crop + flip on training images, as CoOp/MaPLe train; "
+                        "methods set their own default")
+
+    def __post_init__(self) -> None:
+        problems = self.problems()
+        if problems:
+            raise FdrdError(f"{type(self).__name__}: " + "; ".join(problems) + "; fix the --set values")
+
+    def problems(self) -> list[str]:
+        """What makes this config untrainable, in plain words; subclasses extend the list."""
+        found = []
+        if self.epochs < 0:
+            found.append(f"epochs must be 0 or more, got {self.epochs}")
+        if self.batch_size < 1:
+            found.append(f"batch_size must be at least 1, got {self.batch_size}")
+        if not self.lr > 0:
+            found.append(f"lr must be positive, got {self.lr}")
+        if self.warmup_epochs < 0 or self.warmup_lr < 0:
+            found.append(f"warmup_epochs ({self.warmup_epochs}) and warmup_lr ({self.warmup_lr}) must not be negative")
+        if not 0 <= self.momentum < 1:
+            found.append(f"momentum must be in [0, 1), got {self.momentum}")
+        if self.weight_decay < 0 or self.grad_clip < 0:
+            found.append(f"weight_decay ({self.weight_decay}) and grad_clip ({self.grad_clip}) must not be negative")
+        return found
 
 
 class UnknownMethodError(FdrdError, KeyError):
@@ -74,6 +141,12 @@ class Method(nn.Module):
     frozen_prompt_free_images: ClassVar[bool] = False
     # Written into results files: these methods are this toolkit's adaptations to retrieval.
     variant: ClassVar[str] = "fdrd-toolkit-v1"
+    # Named variants (ablations): run name -> config overrides, each run and reported as its own row.
+    # The method's own name may be listed with {} to say that the plain method belongs to the family
+    # (`fdrd bench dcar --ablations` runs every entry).
+    named_variants: ClassVar[dict[str, dict[str, Any]]] = {}
+    # Presets: name -> Preset (overrides + reason), e.g. "quick" for the offline demo's short schedules.
+    presets: ClassVar[dict[str, Preset]] = {}
 
     def __init__(self, backbone: Any, config: MethodConfig):
         super().__init__()
@@ -81,6 +154,12 @@ class Method(nn.Module):
             raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(config).__name__}")
         self.backbone = backbone
         self.config = config
+
+    @property
+    def uses_feature_cache(self) -> bool:
+        """Whether frozen image features may be computed once and reused: the image side is frozen and
+        prompt-free, and training images are not augmented (a crop changes the features)."""
+        return self.frozen_prompt_free_images and not self.config.augment
 
     # ---------------------------------------------------------------- text
     @property
@@ -148,10 +227,22 @@ def contrastive_losses(images: torch.Tensor, texts: torch.Tensor, logit_scale: f
     }
 
 
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """A named set of config overrides with the reason it exists (recorded in results files)."""
+
+    overrides: Mapping[str, Any]
+    reason: str
+
+
 # -------------------------------------------------------------------- registry
 def register_method(cls: type[Method]) -> type[Method]:
     if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
         raise ValueError(f"method name {cls.name!r} registered twice")
+    for variant in cls.named_variants:
+        for other in _REGISTRY.values():
+            if other is not cls and (variant == other.name or variant in other.named_variants):
+                raise ValueError(f"variant name {variant!r} of {cls.name} is already taken by {other.name}")
     _REGISTRY[cls.name] = cls
     return cls
 
@@ -170,11 +261,78 @@ def available_methods() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get_method(name: str) -> type[Method]:
+def available_run_names() -> list[str]:
+    """Every name `fdrd bench` accepts: methods and their named variants."""
     _discover()
-    if name not in _REGISTRY:
-        raise UnknownMethodError(f"unknown method {name!r}; known methods: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name]
+    return sorted({*_REGISTRY, *(v for cls in _REGISTRY.values() for v in cls.named_variants)})
+
+
+def get_method(name: str) -> type[Method]:
+    """The method class of a method name or of one of its named variants."""
+    return resolve_method(name)[0]
+
+
+def resolve_method(name: str) -> tuple[type[Method], str | None, dict[str, Any]]:
+    """(method class, named variant or None, the variant's overrides) for a method or variant name."""
+    _discover()
+    if name in _REGISTRY:
+        cls = _REGISTRY[name]
+        return cls, (name if name in cls.named_variants else None), dict(cls.named_variants.get(name, {}))
+    for cls in _REGISTRY.values():
+        if name in cls.named_variants:
+            return cls, name, dict(cls.named_variants[name])
+    raise UnknownMethodError(f"unknown method {name!r}; known methods and variants: {', '.join(available_run_names())}")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """What one `fdrd bench` configuration is: the method, its resolved config, and the label that keys
+    its results (two configurations never share a label unless they resolve to the same config)."""
+
+    method_cls: type[Method]
+    config: MethodConfig
+    label: str
+    named_variant: str | None
+    preset: str | None
+    overrides: dict[str, Any]  # the --set values, parsed to their field types
+
+
+def resolve_run(
+    name: str, overrides: Mapping[str, Any] | None = None, preset: str | None = None, label: str | None = None
+) -> RunSpec:
+    """Method/variant name + preset + `--set` overrides -> RunSpec. Precedence: defaults < variant <
+    preset < --set. The label is `label` when given, else the variant or method name, plus "+<preset>"
+    and "+<8 hex of the parsed overrides>" when there are any."""
+    method_cls, variant, variant_overrides = resolve_method(name)
+    preset_overrides: dict[str, Any] = {}
+    if preset is not None:
+        if preset not in method_cls.presets:
+            known = ", ".join(sorted(method_cls.presets)) or "none"
+            raise FdrdError(f"method {method_cls.name}: unknown preset {preset!r}; its presets: {known}")
+        preset_overrides = dict(method_cls.presets[preset].overrides)
+    parsed = resolve_overrides(method_cls, overrides or {})
+    config = resolve_config(method_cls, {**variant_overrides, **preset_overrides, **parsed})
+    if label is None:
+        label = variant or method_cls.name
+        if preset is not None:
+            label += f"+{preset}"
+        if parsed:
+            label += "+" + overrides_hash(parsed)
+    check_label(label)
+    return RunSpec(method_cls, config, label, variant, preset, parsed)
+
+
+def overrides_hash(parsed: Mapping[str, Any]) -> str:
+    """8 hex digits naming a set of parsed overrides ("lr=0.010" and "lr=0.01" hash alike)."""
+    canonical = json.dumps({key: parsed[key] for key in sorted(parsed)}, sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:8]
+
+
+def check_label(label: str) -> None:
+    """A run label becomes a folder name: letters, digits and ._+- only, not starting with a dot."""
+    allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._+-")
+    if not label or label.startswith(".") or set(label) - allowed or len(label) > 100:
+        raise FdrdError(f"run label {label!r}: use letters, digits and . _ + - only (at most 100, not starting with '.')")
 
 
 # -------------------------------------------------------------------- configs from the command line
@@ -184,11 +342,16 @@ def resolve_config(method_cls: type[Method], overrides: Mapping[str, Any] | None
     Values may be strings (parsed: "true"/"false", ints, floats, comma lists, "none" for optional
     fields) or already-typed values (checked). Unknown fields or unparsable values -> FdrdError.
     """
+    return method_cls.config_class(**resolve_overrides(method_cls, overrides or {}))
+
+
+def resolve_overrides(method_cls: type[Method], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Overrides parsed to each field's type (see resolve_config), without building the config."""
     config_class = method_cls.config_class
     fields = {field.name: field for field in dataclasses.fields(config_class)}
     hints = typing.get_type_hints(config_class)
     values = {}
-    for key, raw in (overrides or {}).items():
+    for key, raw in overrides.items():
         if key not in fields:
             raise FdrdError(
                 f"method {method_cls.name}: unknown config field {key!r}; valid fields: {', '.join(sorted(fields))}"
@@ -197,7 +360,7 @@ def resolve_config(method_cls: type[Method], overrides: Mapping[str, Any] | None
             values[key] = _parse_value(raw, hints[key])
         except (TypeError, ValueError) as error:
             raise FdrdError(f"method {method_cls.name}: --set {key}={raw!r}: {error}") from error
-    return config_class(**values)
+    return values
 
 
 def parse_set_options(options: list[str] | None) -> dict[str, str]:

@@ -11,7 +11,6 @@ from rich.console import Console
 from fdrd.errors import FdrdError
 
 
-
 def parse_seeds(text: str) -> list[int]:
     try:
         seeds = [int(part) for part in text.split(",") if part.strip()]

@@ -128,7 +128,7 @@ def test_resume_after_finished_training_reproduces_the_results(bench_runs, synth
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["nope"], "unknown method 'nope'; known methods: .*clip_adapter.*coop.*zeroshot"),
+        (["nope"], "unknown method 'nope'; known methods and variants: .*clip_adapter.*coop.*zeroshot"),
         (["zeroshot", "--domains", "moon"], "no domain 'moon'; available domains"),
         (["coop", "--shots", "50"], "fewer than 50 records"),
         (["zeroshot", "--seeds", "1,x"], "expected comma-separated integers"),

@@ -48,7 +48,7 @@ def build(name, backbone, **overrides):
 # ------------------------------------------------------------------ registry and configs
 def test_registry_knows_the_methods_and_names_them_on_error():
     assert {"zeroshot", "coop", "clip_adapter"} <= set(available_methods())
-    with pytest.raises(FdrdError, match="known methods: .*clip_adapter.*coop.*zeroshot"):
+    with pytest.raises(FdrdError, match="known methods and variants: .*clip_adapter.*coop.*zeroshot"):
         get_method("cocoop")
     with pytest.raises(KeyError):  # also a KeyError, for code that looks methods up like a dict
         get_method("cocoop")
