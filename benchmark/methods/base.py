@@ -206,6 +206,10 @@ class Method(nn.Module):
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 
+    def result_fields(self) -> dict[str, Any]:
+        """Extra top-level fields for this method's results files (DCAR names its variant here)."""
+        return {}
+
     def train(self, mode: bool = True) -> Method:
         # The frozen backbone stays in eval mode whatever the trainer does (no dropout drift).
         super().train(mode)
