@@ -99,6 +99,12 @@ class MethodConfig:
         if problems:
             raise FdrdError(f"{type(self).__name__}: " + "; ".join(problems) + "; fix the --set values")
 
+    def for_shots(self, shots: int | None) -> MethodConfig:
+        """This config with what depends on the shots actually drawn resolved (CoOp's epoch count falls
+        with fewer shots); `shots` is the smallest number drawn per category, None for every record.
+        The default depends on nothing."""
+        return self
+
     def problems(self) -> list[str]:
         """What makes this config untrainable, in plain words; subclasses extend the list."""
         found = []
