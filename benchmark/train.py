@@ -30,9 +30,11 @@ from benchmark.checkpoint import (
     run_fingerprint,
     save_checkpoint,
 )
-from benchmark.data import SplitBatches
+from benchmark.data import SplitBatches, tokenize_captions
 from benchmark.feature_cache import autocast_for
-from benchmark.metrics import retrieval_recall
+from benchmark.metrics import positive_ranks, recall_from_ranks
+from benchmark.metrics.hard_negatives import flatten_negatives, hard_negative_accuracy
+from benchmark.metrics.recall import choose_backend
 from fdrd.errors import FdrdError
 
 
@@ -89,6 +91,7 @@ class TrainReport:
     images_per_second: float = 0.0
     loss_per_epoch: list[float] = field(default_factory=list)
     resumed_from_epoch: int | None = None
+    seconds_per_epoch: float | None = None  # over the epochs this call ran; None when it ran none
     skipped: str | None = None  # why nothing was trained, when nothing was
 
 
@@ -127,7 +130,11 @@ def train(
     if not parameters:
         return TrainReport(skipped=f"{method.name} has no trainable parameters")
     if config.epochs < 1:
-        return TrainReport(skipped=f"epochs={config.epochs}")
+        # Zero epochs would evaluate the untrained method and label it trained; zeroshot is that baseline.
+        raise FdrdError(
+            f"{method.name}: epochs={config.epochs} trains nothing, but the method has trainable parameters; "
+            "set --set epochs=1 or more (zeroshot evaluates the untrained backbone)"
+        )
     if len(batches) == 0:
         raise FdrdError(f"{method.name}: the training split is empty; nothing to train on")
     if config.batch_size < 1:
@@ -233,6 +240,8 @@ def train(
     method.eval()
     report.epochs = len(report.loss_per_epoch)
     report.seconds = time.perf_counter() - began
+    epochs_run = report.epochs - start_epoch
+    report.seconds_per_epoch = report.seconds / epochs_run if epochs_run > 0 else None
     report.images_per_second = images_seen / report.seconds if report.seconds > 0 else 0.0
     return report
 
@@ -247,6 +256,10 @@ class EvalReport:
     seconds: float
     images_per_second: float
     records: int
+    backend: str  # the recall backend that ranked
+    image_ranks: list[int]  # 1-based, record order
+    text_ranks: list[int]
+    image_embeddings: torch.Tensor  # float32, CPU, record order (for hard negatives)
 
 
 def encode_split(
@@ -266,14 +279,78 @@ def encode_split(
     return torch.cat(images), torch.cat(texts)
 
 
+def encode_texts_once(
+    method, texts: list[str], *, device: torch.device, batch_size: int, console: Console | None = None
+) -> torch.Tensor:
+    """Embeddings of free texts through the method's own text side, float32 on the CPU, (len(texts), D).
+
+    Texts that tokenize to the same ids are encoded once and share one row, so two identical texts get
+    bit-identical embeddings whatever batch they fall in (a tie stays a tie)."""
+    precision = precision_for(device)
+    captions = tokenize_captions(method, texts)
+    slot_of: dict[tuple[int, ...], int] = {}  # token ids -> row of the unique texts
+    unique_rows: list[int] = []  # the first text of each unique token sequence
+    row_of = []
+    for index, (ids, length) in enumerate(zip(captions.input_ids.tolist(), captions.attention_mask.sum(1).tolist(), strict=True)):
+        key = tuple(ids[:length])
+        if key not in slot_of:
+            slot_of[key] = len(unique_rows)
+            unique_rows.append(index)
+        row_of.append(slot_of[key])
+    unique = torch.tensor(unique_rows, dtype=torch.long)
+    method.eval()
+    chunks = []
+    with progress_bar(console) as progress, torch.inference_mode():
+        task = progress.add_task(f"{method.name} negatives", total=len(unique), status="")
+        for start in range(0, len(unique), batch_size):
+            input_ids, attention_mask = captions.batch(unique[start : start + batch_size])
+            with autocast_for(device, precision):
+                chunks.append(method.encode_texts(input_ids.to(device), attention_mask.to(device)).float().cpu())
+            progress.advance(task, input_ids.shape[0])
+    return torch.cat(chunks)[torch.tensor(row_of, dtype=torch.long)]
+
+
 def evaluate(
-    method, batches: SplitBatches, *, device: torch.device, batch_size: int, console: Console | None = None
+    method,
+    batches: SplitBatches,
+    *,
+    device: torch.device,
+    batch_size: int,
+    backend: str = "auto",
+    console: Console | None = None,
 ) -> EvalReport:
-    """Recall@1/5/10 both ways over a split where record j's caption describes record j's image."""
+    """Recall@1/5/10 both ways over a split where record j's caption describes record j's image, with
+    the per-record ranks (for bootstrap intervals) and the image embeddings (for hard negatives)."""
     if len(batches) == 0:
         raise FdrdError(f"{method.name}: the evaluation split is empty")
     began = time.perf_counter()
     image_emb, text_emb = encode_split(method, batches, device=device, batch_size=batch_size, console=console)
-    metrics = retrieval_recall(image_emb.to(device), text_emb.to(device), torch.arange(len(batches), device=device))
+    chosen = choose_backend(backend, device).name
+    image_ranks, text_ranks = positive_ranks(
+        image_emb.to(device), text_emb.to(device), torch.arange(len(batches), device=device), backend=chosen
+    )
+    metrics = recall_from_ranks(image_ranks, text_ranks)
     seconds = time.perf_counter() - began
-    return EvalReport(metrics, seconds, len(batches) / seconds if seconds > 0 else 0.0, len(batches))
+    return EvalReport(
+        metrics, seconds, len(batches) / seconds if seconds > 0 else 0.0, len(batches), chosen,
+        image_ranks.cpu().tolist(), text_ranks.cpu().tolist(), image_emb,
+    )
+
+
+def hard_negative_report(
+    method,
+    captions: list[str],
+    negatives_column,
+    image_emb: torch.Tensor,
+    *,
+    device: torch.device,
+    batch_size: int,
+    console: Console | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Hard-negative accuracy by kind (benchmark/metrics/hard_negatives.py) of a split's captions and
+    `negatives` column against its image embeddings (as `evaluate` returns them). Captions and negatives
+    are encoded together by the method's own text side (`encode_texts_once`), so a negative that
+    tokenizes like its caption ties with it exactly."""
+    texts, owners, kinds = flatten_negatives(negatives_column)
+    embeddings = encode_texts_once(method, list(captions) + texts, device=device, batch_size=batch_size, console=console)
+    return hard_negative_accuracy(image_emb, embeddings[: len(captions)], embeddings[len(captions) :], owners, kinds)

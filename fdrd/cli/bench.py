@@ -1,5 +1,6 @@
-"""`fdrd bench`: train (if the method trains) and evaluate a method per domain and seed, write one results
-file each, and print per-domain and AVG recall. The work happens in benchmark/bench.py."""
+"""`fdrd bench`: train (if the method trains) and evaluate a method, a named variant or (--ablations) every
+variant of a family, per domain and seed; write one results file each under the run label, and print
+per-domain and AVG recall with 95% intervals. The work happens in benchmark/bench.py."""
 
 from __future__ import annotations
 
@@ -35,7 +36,9 @@ def parse_domains(text: str | None) -> list[str] | None:
 def register(app: typer.Typer) -> None:
     @app.command("bench")
     def bench(
-        method: str = typer.Argument(..., help="Method name (zeroshot, coop, clip_adapter, ...)."),
+        method: str = typer.Argument(
+            ..., help="Method or named variant (zeroshot, coop, clip_adapter, maple, dcar, dcar-novisual, ...)."
+        ),
         data: Path = typer.Option(..., "--data", help="A dataset directory written by `fdrd build`."),
         domains: str = typer.Option(None, "--domains", help="Comma-separated domains; default: all of them."),
         model: str = typer.Option(
@@ -44,6 +47,16 @@ def register(app: typer.Typer) -> None:
         shots: int = typer.Option(16, "--shots", help="Training records per category; 0 takes every record."),
         seeds: str = typer.Option("1,2,3", "--seeds", help="Comma-separated seeds; one results file each."),
         set_: list[str] = typer.Option(None, "--set", help="Override a config field: --set lr=0.01 (repeatable)."),
+        preset: str = typer.Option(None, "--preset", help="A named preset of the method, e.g. quick (short schedules)."),
+        label: str = typer.Option(
+            None, "--label", help="Name this configuration (keys its results); default: variant/method, +preset, +hash of --set."
+        ),
+        ablations: bool = typer.Option(
+            False, "--ablations", help="Run every named variant of METHOD's family, each its own run label."
+        ),
+        recall_backend: str = typer.Option(
+            "auto", "--recall-backend", help="Recall@K backend: auto, torch or triton (recorded in every results file)."
+        ),
         out: Path = typer.Option(Path("runs"), "--out", help="Where results files and checkpoints go."),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
         resume: bool = typer.Option(False, "--resume", help="Continue training from the last checkpoints."),
@@ -55,7 +68,7 @@ def register(app: typer.Typer) -> None:
         ),
         eval_batch_size: int = typer.Option(256, "--eval-batch-size", help="Batch size for encoding splits."),
     ) -> None:
-        """Train and evaluate METHOD on FDRD; write one results JSON per (method, domain, seed)."""
+        """Train and evaluate METHOD on FDRD; write one results JSON per (run label, domain, seed)."""
         from benchmark.bench import BenchOptions, run_bench
         from benchmark.methods.base import parse_set_options
         from benchmark.results import summary_table
@@ -71,6 +84,10 @@ def register(app: typer.Typer) -> None:
             shots=shots or None,
             seeds=parse_seeds(seeds),
             overrides=parse_set_options(set_),
+            preset=preset,
+            label=label,
+            ablations=ablations,
+            recall_backend=recall_backend,
             out=out,
             device=device,
             resume=resume,

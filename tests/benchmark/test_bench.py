@@ -1,15 +1,21 @@
-"""`fdrd bench` end to end on the synthetic FDRD with the tiny pretrained CLIP, results files, errors."""
+"""`fdrd bench` end to end on the synthetic FDRD with the tiny pretrained CLIP: results files (schema v2),
+run labels, ablations, the shots actually drawn, the refusals, and the printed table."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import statistics
+from typing import Any, ClassVar
 
 import pytest
 from typer.testing import CliRunner
 
-from benchmark.results import RECALL_KEYS, REQUIRED_FIELDS, load_results, summarize, summary_table
+from benchmark.methods import base
+from benchmark.methods.base import Preset
+from benchmark.methods.coop import CoOp, CoOpConfig
+from benchmark.results import RECALL_KEYS, load_results, summarize, summary_table, validate_result
 from fdrd.cli import app
 from fdrd.errors import FdrdError
 from fdrd.manifest import read_manifest
@@ -24,10 +30,22 @@ TRAINING = {
 }
 SEEDS = "1,2"
 SHOTS = "2"
+QUICK = ["--set", "epochs=1", "--set", "warmup_epochs=0", "--set", "batch_size=8", "--set", "n_ctx=2"]
 
 
 def invoke(*args):
     return CliRunner().invoke(app, [str(arg) for arg in args], catch_exceptions=True)
+
+
+def bench(data, model, out, *args, domain=None, seeds="1", shots=SHOTS):
+    extra = ["--domains", domain] if domain else []
+    return invoke("bench", *args, "--data", data, "--model", model, "--shots", shots, "--seeds", seeds,
+                  "--out", out, "--device", "cpu", *extra)
+
+
+@pytest.fixture(scope="module")
+def first_domain(synthetic_fdrd):
+    return next(iter(read_manifest(synthetic_fdrd)["domains"]))
 
 
 @pytest.fixture(scope="module")
@@ -35,24 +53,27 @@ def bench_runs(synthetic_fdrd, pretrained_tiny_clip, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
     outputs = {}
     for method, extra in TRAINING.items():
-        result = invoke("bench", method, "--data", synthetic_fdrd, "--model", pretrained_tiny_clip,
-                        "--shots", SHOTS, "--seeds", SEEDS, "--out", out, "--device", "cpu", *extra)
+        result = bench(synthetic_fdrd, pretrained_tiny_clip, out, method, *extra, seeds=SEEDS)
         assert result.exit_code == 0, (method, result.output, result.exception)
         outputs[method] = result.output
     return out, outputs
 
 
-def mean_recall(rows):
-    return rows["AVG"]["mean_recall"][0]
+def by_method(results, method):
+    return [r for r in results if r["method"] == method]
+
+
+def label_of(results, method):
+    (label,) = {r["run_label"] for r in by_method(results, method)}
+    return label
 
 
 @pytest.mark.slow
 def test_trained_methods_beat_zero_shot_of_the_same_model(bench_runs, capsys):
     out, _ = bench_runs
-    summary = summarize(load_results(out))
-    zero = mean_recall(summary["zeroshot"])
-    coop = mean_recall(summary["coop"])
-    adapter = mean_recall(summary["clip_adapter"])
+    results = load_results(out)
+    summary = summarize(results)
+    zero, coop, adapter = (summary[label_of(results, m)]["AVG"]["mean_recall"][0] for m in ("zeroshot", "coop", "clip_adapter"))
     with capsys.disabled():  # the numbers the issue asks to report
         print(f"\nmean of R@1/5/10 both ways, AVG over domains: zeroshot {zero:.2f}  coop {coop:.2f}  "
               f"clip_adapter {adapter:.2f}")
@@ -63,66 +84,186 @@ def test_trained_methods_beat_zero_shot_of_the_same_model(bench_runs, capsys):
 @pytest.mark.slow
 def test_results_files_are_complete_and_consistent(bench_runs, synthetic_fdrd, pretrained_tiny_clip):
     out, outputs = bench_runs
-    results = load_results(out)
+    results = load_results(out)  # validates every file against the v2 schema
     domains = list(read_manifest(synthetic_fdrd)["domains"])
     assert len(results) == 3 * len(domains) * 2
     content_hash = read_manifest(synthetic_fdrd)["content_hash"]
     for result in results:
-        assert set(REQUIRED_FIELDS) <= set(result)
-        assert result["dataset"]["content_hash"] == content_hash
+        assert validate_result(result) == []
+        assert result["dataset"]["content_hash"] == content_hash and result["dataset"]["verified"] is True
         assert result["model"]["id"] == str(pretrained_tiny_clip) and result["model"]["revision"]
-        assert result["method_variant"] == "fdrd-toolkit-v1"
+        assert result["method_variant"] == "fdrd-toolkit-v1" and result["recall_backend"] == "torch"
         assert result["split"] == "test" and result["seed"] in (1, 2)
+        assert result["path"].endswith(f"{result['run_label']}/{result['domain']}/seed-{result['seed']}.json")
         assert all(0.0 <= result["metrics"][key] <= 100.0 for key in RECALL_KEYS)
+        assert result["metrics"]["mean_recall"] == pytest.approx(statistics.fmean(result["metrics"][k] for k in RECALL_KEYS))
+        # The per-item ranks give back the recall figures, and each lies inside its interval.
+        ranks = result["ranks"]
+        assert len(ranks["i2t"]) == len(ranks["t2i"]) == result["dataset"]["test_records"]
+        for direction in ("i2t", "t2i"):
+            for k in (1, 5, 10):
+                share = 100 * sum(r <= k for r in ranks[direction]) / len(ranks[direction])
+                assert result["metrics"][f"{direction}_r{k}"] == pytest.approx(share)
+                low, high = result["intervals"][f"{direction}_r{k}"]
+                assert low <= share <= high
+        assert result["intervals"]["resamples"] == 1000 and result["intervals"]["level"] == 0.95
+        # Every synthetic test caption has two negatives of each kind.
+        for kind in ("category", "attribute"):
+            assert result["hard_negatives"][kind]["images"] == result["dataset"]["test_records"]
+            assert 0.0 <= result["hard_negatives"][kind]["accuracy"] <= 100.0
         assert result["versions"]["torch"] and result["device"]["type"] == "cpu"
         if result["method"] == "zeroshot":
             assert result["shots"] is None and result["training"]["steps"] == 0
+            assert result["timings"]["seconds_per_epoch"] is None and result["training"]["feature_cache"] is False
         else:
-            assert result["shots"] == 2 and result["training"]["epochs"] == result["config"]["epochs"] > 0
+            assert result["shots"]["requested"] == 2 and result["shots"]["drawn_min"] == result["shots"]["drawn_max"] == 2
+            assert set(result["shots"]["per_category"].values()) == {2}
+            assert result["training"]["epochs"] == result["config"]["epochs"] > 0
+            assert result["training"]["feature_cache"] is True and result["training"]["augment"] is False
+            assert result["timings"]["seconds_per_epoch"] > 0
             assert result["config"]["warmup_epochs"] == 0 and result["config"]["batch_size"] == 8
-            assert result["dataset"]["train_records"] > 0
-    # The table printed at the end has every domain and an AVG row per method.
+            assert result["dataset"]["train_records"] == 2 * len(result["shots"]["per_category"])
+            assert result["overrides"]["batch_size"] == 8 and result["run_label"].startswith(result["method"] + "+")
+    # The table printed at the end has every domain and an AVG row per run, with intervals.
     for method, text in outputs.items():
         assert "AVG" in text and all(domain in text for domain in domains), method
+        assert re.search(r"\d+\.\d-\d+\.\d", text), method
 
 
 @pytest.mark.slow
 def test_zero_shot_does_not_depend_on_the_seed(bench_runs):
     out, _ = bench_runs
     by_domain = {}
-    for result in load_results(out):
-        if result["method"] == "zeroshot":
-            by_domain.setdefault(result["domain"], []).append(result["metrics"])
-    for runs in by_domain.values():
-        assert runs[0] == runs[1]
+    for result in by_method(load_results(out), "zeroshot"):
+        by_domain.setdefault(result["domain"], []).append(result)
+    for first, second in by_domain.values():
+        assert first["metrics"] == second["metrics"] and first["ranks"] == second["ranks"]
+        assert first["hard_negatives"] == second["hard_negatives"]
 
 
 @pytest.mark.slow
 def test_summary_avg_is_the_plain_mean_over_domains(bench_runs):
     out, _ = bench_runs
-    results = [r for r in load_results(out) if r["method"] == "coop"]
-    rows = summarize(results)["coop"]
+    results = by_method(load_results(out), "coop")
+    rows = summarize(results)[label_of(results, "coop")]
     domains = sorted({r["domain"] for r in results})
     for key in RECALL_KEYS:
         per_domain = [statistics.fmean(r["metrics"][key] for r in results if r["domain"] == d) for d in domains]
         assert rows["AVG"][key][0] == pytest.approx(statistics.fmean(per_domain))
         seeds = [statistics.fmean(r["metrics"][key] for r in results if r["seed"] == s) for s in (1, 2)]
         assert rows["AVG"][key][1] == pytest.approx(statistics.stdev(seeds))
+        low, high = rows["AVG"]["intervals"][key]
+        assert low <= rows["AVG"][key][0] <= high
     assert summary_table(results).row_count == len(domains) + 1
 
 
 @pytest.mark.slow
-def test_resume_after_finished_training_reproduces_the_results(bench_runs, synthetic_fdrd, pretrained_tiny_clip):
+def test_resume_after_finished_training_reproduces_the_results(bench_runs, synthetic_fdrd, pretrained_tiny_clip, first_domain):
     out, _ = bench_runs
-    domain = next(iter(read_manifest(synthetic_fdrd)["domains"]))
-    before = {(r["domain"], r["seed"]): r["metrics"] for r in load_results(out) if r["method"] == "coop"}
-    result = invoke("bench", "coop", "--data", synthetic_fdrd, "--model", pretrained_tiny_clip, "--shots", SHOTS,
-                    "--seeds", "1", "--domains", domain, "--out", out, "--device", "cpu", "--resume",
-                    *TRAINING["coop"])
+    before = {(r["domain"], r["seed"]): r for r in by_method(load_results(out), "coop")}
+    result = bench(synthetic_fdrd, pretrained_tiny_clip, out, "coop", "--resume", *TRAINING["coop"], domain=first_domain)
     assert result.exit_code == 0, result.output
-    after = next(r for r in load_results(out) if r["method"] == "coop" and r["domain"] == domain and r["seed"] == 1)
+    after = next(r for r in by_method(load_results(out), "coop") if r["domain"] == first_domain and r["seed"] == 1)
     assert after["training"]["resumed_from_epoch"] == 6
-    assert after["metrics"] == before[(domain, 1)]
+    assert after["metrics"] == before[(first_domain, 1)]["metrics"]
+    assert after["ranks"] == before[(first_domain, 1)]["ranks"]
+
+
+def test_two_configurations_of_one_method_give_two_rows_and_two_files(synthetic_fdrd, tiny_clip_dir, first_domain, tmp_path):
+    for lr in ("0.01", "0.002"):
+        result = bench(synthetic_fdrd, tiny_clip_dir, tmp_path, "coop", *QUICK, "--set", f"lr={lr}", domain=first_domain)
+        assert result.exit_code == 0, result.output
+    results = load_results(tmp_path)
+    assert len(results) == 2 and len({r["path"] for r in results}) == 2
+    labels = {r["run_label"] for r in results}
+    assert len(labels) == 2 and all(label.startswith("coop+") for label in labels)
+    assert {r["overrides"]["lr"] for r in results} == {0.01, 0.002}
+    assert {r["config"]["lr"] for r in results} == {0.01, 0.002}
+    assert set(summarize(results)) == labels
+    assert summary_table(results).row_count == 4  # a domain row and an AVG row per configuration
+    # A named configuration keeps its own name.
+    named = bench(synthetic_fdrd, tiny_clip_dir, tmp_path, "coop", *QUICK, "--label", "coop-lr-high", domain=first_domain)
+    assert named.exit_code == 0, named.output
+    assert (tmp_path / "coop-lr-high" / first_domain / "seed-1.json").is_file()
+
+
+def test_results_record_the_shots_actually_drawn(synthetic_fdrd, tiny_clip_dir, first_domain, tmp_path):
+    # Every category of the test build has 2 training records: asking 3 with --allow-fewer-shots draws 2.
+    result = bench(synthetic_fdrd, tiny_clip_dir, tmp_path, "coop", *QUICK, "--allow-fewer-shots",
+                   domain=first_domain, shots="3")
+    assert result.exit_code == 0, result.output
+    (written,) = load_results(tmp_path)
+    categories = read_manifest(synthetic_fdrd)["domains"][first_domain]["splits"]["train"]
+    shots = written["shots"]
+    assert shots["requested"] == 3 and shots["allow_fewer"] is True
+    assert shots["drawn_min"] == shots["drawn_max"] == 2
+    assert sum(shots["per_category"].values()) == written["dataset"]["train_records"]
+    assert written["dataset"]["train_records"] == categories["images"]
+    assert len(shots["per_category"]) == categories["categories"]
+
+
+@dataclasses.dataclass
+class FamilyConfig(CoOpConfig):
+    pass
+
+
+class CoOpFamily(CoOp):
+    name: ClassVar[str] = "coop-family-under-test"
+    config_class: ClassVar[type[FamilyConfig]] = FamilyConfig
+    named_variants: ClassVar[dict[str, dict[str, Any]]] = {
+        "coop-family-under-test": {},
+        "coop-family-under-test-short": {"n_ctx": 1},
+    }
+    presets: ClassVar[dict[str, Preset]] = {"quick": Preset({"epochs": 1, "warmup_epochs": 0}, "test preset")}
+
+
+@pytest.fixture
+def family():
+    base._discover()
+    base.register_method(CoOpFamily)
+    yield CoOpFamily
+    base._REGISTRY.pop(CoOpFamily.name)
+
+
+def test_ablations_run_every_named_variant_as_its_own_row(family, synthetic_fdrd, tiny_clip_dir, first_domain, tmp_path):
+    result = bench(synthetic_fdrd, tiny_clip_dir, tmp_path, "coop-family-under-test-short", "--ablations",
+                   "--preset", "quick", "--set", "batch_size=8", domain=first_domain)
+    assert result.exit_code == 0, result.output
+    results = load_results(tmp_path)
+    assert len(results) == 2
+    for written in results:  # each variant's label: its name, the preset, the hash of the --set values
+        variant, preset, digest = written["run_label"].split("+")
+        assert (variant, preset) == (written["named_variant"], "quick") and re.fullmatch("[0-9a-f]{8}", digest)
+        assert written["method"] == "coop-family-under-test" and written["training"]["epochs"] == 1
+        assert written["config"]["n_ctx"] == (1 if variant.endswith("-short") else 16)
+    assert {r["named_variant"] for r in results} == {"coop-family-under-test", "coop-family-under-test-short"}
+    assert "coop-family-under-test-short+quick+" in result.output
+    # One variant alone, by its name.
+    one = bench(synthetic_fdrd, tiny_clip_dir, tmp_path / "one", "coop-family-under-test-short", "--preset", "quick",
+                domain=first_domain)
+    assert one.exit_code == 0, one.output
+    (alone,) = load_results(tmp_path / "one")
+    assert alone["run_label"] == "coop-family-under-test-short+quick"
+
+
+def test_a_label_cannot_resume_another_configurations_checkpoint(synthetic_fdrd, tiny_clip_dir, first_domain, tmp_path):
+    first = bench(synthetic_fdrd, tiny_clip_dir, tmp_path, "coop", *QUICK, "--label", "mine", domain=first_domain)
+    assert first.exit_code == 0, first.output
+    other = bench(synthetic_fdrd, tiny_clip_dir, tmp_path, "coop", *QUICK, "--set", "lr=0.02", "--label", "mine",
+                  "--resume", domain=first_domain)
+    assert isinstance(other.exception, FdrdError) and "written by a different run" in str(other.exception)
+
+
+def test_epochs_zero_is_refused_for_a_method_that_trains(synthetic_fdrd, tiny_clip_dir, first_domain, tmp_path):
+    result = bench(synthetic_fdrd, tiny_clip_dir, tmp_path, "coop", "--set", "epochs=0", domain=first_domain)
+    assert isinstance(result.exception, FdrdError), result.output
+    assert "epochs=0 trains nothing" in str(result.exception) and "--set epochs=1" in str(result.exception)
+    assert not list(tmp_path.rglob("*.json"))
+    zeroshot = bench(synthetic_fdrd, tiny_clip_dir, tmp_path, "zeroshot", "--set", "epochs=0",
+                     "--recall-backend", "torch", domain=first_domain)
+    assert zeroshot.exit_code == 0, zeroshot.output
+    (written,) = load_results(tmp_path)
+    assert written["recall_backend"] == "torch" and written["training"]["epochs"] == 0
 
 
 @pytest.mark.parametrize(
@@ -134,12 +275,23 @@ def test_resume_after_finished_training_reproduces_the_results(bench_runs, synth
         (["zeroshot", "--seeds", "1,x"], "expected comma-separated integers"),
         (["coop", "--set", "lr"], "expected field=value"),
         (["coop", "--set", "warp=9"], "unknown config field 'warp'"),
+        (["coop", "--ablations"], "method coop has no named variants"),
+        (["coop", "--preset", "slowest"], "unknown preset 'slowest'"),
+        (["coop", "--label", "../up"], "run label '../up'"),
+        (["zeroshot", "--recall-backend", "abacus"], "unknown recall backend 'abacus'"),
     ],
 )
 def test_bad_input_gives_clear_errors(args, message, synthetic_fdrd, tiny_clip_dir, tmp_path):
     result = invoke("bench", *args, "--data", synthetic_fdrd, "--model", tiny_clip_dir, "--out", tmp_path)
     assert isinstance(result.exception, FdrdError), result.output
     assert re.search(message, str(result.exception)), str(result.exception)
+    assert not list(tmp_path.rglob("*.json"))
+
+
+def test_ablations_refuse_a_label(family, synthetic_fdrd, tiny_clip_dir, tmp_path):
+    result = invoke("bench", "coop-family-under-test", "--ablations", "--label", "x", "--data", synthetic_fdrd,
+                    "--model", tiny_clip_dir, "--out", tmp_path)
+    assert isinstance(result.exception, FdrdError) and "--ablations runs several" in str(result.exception)
 
 
 def test_missing_dataset_and_non_clip_model(synthetic_fdrd, tmp_path):
@@ -150,35 +302,3 @@ def test_missing_dataset_and_non_clip_model(synthetic_fdrd, tmp_path):
     (bert / "config.json").write_text(json.dumps({"model_type": "bert"}))
     result = invoke("bench", "zeroshot", "--data", synthetic_fdrd, "--model", bert, "--out", tmp_path)
     assert isinstance(result.exception, FdrdError) and "not CLIP-like" in str(result.exception)
-
-
-def test_load_results_skips_other_json_and_names_broken_files(tmp_path):
-    (tmp_path / "latest.json").write_text(json.dumps({"epoch": 1}))
-    assert load_results(tmp_path) == []
-    broken = tmp_path / "coop" / "d" / "seed-1.json"
-    broken.parent.mkdir(parents=True)
-    broken.write_text("{ half")
-    with pytest.raises(FdrdError, match="seed-1.json: not valid JSON"):
-        load_results(tmp_path)
-    broken.write_text(json.dumps({"schema": "fdrd-bench-result", "schema_version": 1, "method": "coop"}))
-    with pytest.raises(FdrdError, match="seed-1.json: results file misses"):
-        load_results(tmp_path)
-
-
-def fake_result(method, domain, seed, value):
-    return {"method": method, "domain": domain, "seed": seed, "metrics": {key: value for key in RECALL_KEYS}}
-
-
-def test_summary_with_uneven_seeds_reports_avg_without_std():
-    results = [fake_result("coop", "a", 1, 10.0), fake_result("coop", "a", 2, 20.0), fake_result("coop", "b", 1, 40.0)]
-    rows = summarize(results)["coop"]
-    assert rows["a"]["i2t_r1"] == (15.0, pytest.approx(7.0710678))
-    assert rows["b"]["i2t_r1"] == (40.0, 0.0)
-    mean, std = rows["AVG"]["mean_recall"]
-    assert mean == 27.5 and std != std  # NaN: domains ran different seeds, no per-seed average exists
-
-
-def test_load_results_refuses_another_schema_version(tmp_path):
-    (tmp_path / "seed-1.json").write_text(json.dumps({"schema": "fdrd-bench-result", "schema_version": 99}))
-    with pytest.raises(FdrdError, match="schema version 99, this reader knows 1"):
-        load_results(tmp_path)
