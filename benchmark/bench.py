@@ -206,7 +206,7 @@ def trains_anything(spec: RunSpec, backbone) -> bool:
     probe = spec.method_cls(backbone, spec.config)
     trainable = bool(probe.trainable_parameters())
     del probe
-    if trainable and spec.config.epochs < 1:
+    if trainable and spec.config.epochs is not None and spec.config.epochs < 1:  # None: set by the shots drawn
         raise FdrdError(
             f"run {spec.label}: epochs={spec.config.epochs} trains nothing, but {spec.method_cls.name} has trainable "
             "parameters; use --set epochs=1 or more (zeroshot is the untrained baseline)"

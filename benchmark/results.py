@@ -193,7 +193,8 @@ def summarize(
     "hard_negatives" ({kind: mean accuracy over seeds, or None}) and "method". AVG is the plain mean
     over domains of the per-domain means (the paper's AVG); its std is the std over seeds of the
     per-seed domain average, NaN unless every domain ran the same seeds; its interval resamples every
-    domain. Two results for the same (label, domain, seed) are an FdrdError naming both files.
+    domain. Two results for the same (label, domain, seed), or seeds of one (label, domain) ranked on
+    test splits of different sizes, are an FdrdError naming both files.
     """
     grouped: dict[str, dict[str, dict[int, dict[str, Any]]]] = defaultdict(lambda: defaultdict(dict))
     for result in results:
@@ -202,6 +203,12 @@ def summarize(
             raise FdrdError(
                 f"two results for run {label!r}, domain {domain!r}, seed {seed}: {_where(grouped[label][domain][seed])} "
                 f"and {_where(result)}; keep one of them (or give one run another --label)"
+            )
+        first = next(iter(grouped[label][domain].values()), None)
+        if first is not None and len(first["ranks"]["i2t"]) != len(result["ranks"]["i2t"]):
+            raise FdrdError(
+                f"run {label!r}, domain {domain!r}: {_where(first)} ranks {len(first['ranks']['i2t'])} test images but "
+                f"{_where(result)} ranks {len(result['ranks']['i2t'])}; seeds of one run must share a test split"
             )
         grouped[label][domain][seed] = result
     summary: dict[str, dict[str, dict[str, Any]]] = {}

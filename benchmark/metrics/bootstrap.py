@@ -2,17 +2,19 @@
 
 What is resampled: a test item is one record (image j and its caption j), so when a run has as many
 image ranks as caption ranks both directions are drawn together; otherwise each direction's items are
-drawn on their own. A single results file resamples its items. A summary row resamples seeds first
-(S draws with replacement from the S seeds), then items within each drawn seed's own ranks (a
-two-stage bootstrap), and averages the drawn seeds; an AVG row does that in every domain,
-independently, and averages the domains as the AVG itself does. The interval is the (1 - level) / 2
-and (1 + level) / 2 quantiles of the resampled figures (numpy's linear interpolation).
+drawn on their own. A single results file resamples its items. A summary row (one domain, S seeds)
+resamples seeds AND items: S seeds drawn with replacement, and one draw of test items with
+replacement that every drawn seed is scored on, because all seeds were evaluated on the same test
+split (drawing items separately per seed would treat one test set as S independent ones and shrink
+the item part of the interval by about sqrt(S)). An AVG row does that in every domain, independently,
+and averages the domains as the AVG itself does. The interval is the (1 - level) / 2 and
+(1 + level) / 2 quantiles of the resampled figures (numpy's linear interpolation).
 
-How it is vectorised: every figure of a resample depends only on how many drawn items fall in each
-rank class (rank 1, 2-5, 6-10, above 10 per direction: 16 classes when directions are paired), so
-drawing N items with replacement is one multinomial draw of N over the class frequencies. That is
-the item bootstrap exactly, drawn for all resamples and seeds in one call, in memory that does not
-grow with N. Deterministic: a fixed seed drives numpy's PCG64.
+How it is vectorised: a resample's figures depend only on how many drawn items fall in each class of
+items, where an item's class is its rank class (rank 1, 2-5, 6-10, above 10 per direction) in every
+seed, so drawing N items with replacement is one multinomial draw of N over the class frequencies
+(at most N classes, and at most 16 ** S when directions are paired), in memory that does not grow
+with the resamples beyond one chunk. Deterministic: a fixed seed drives numpy's PCG64.
 """
 
 from __future__ import annotations
@@ -52,37 +54,51 @@ def _hits_per_class(levels: int, direction: int) -> np.ndarray:
     return table
 
 
-def _components(runs: Sequence[RunRanks]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """What one draw resamples, per component: (items per run (S,), class frequencies (S, C), hits (C, F)).
-    Paired runs have one component over (i2t class, t2i class) pairs; unpaired runs one per direction."""
+def _components(runs: Sequence[RunRanks]) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """What one resample draws, per component (both directions together when paired, else one each):
+    (items, frequency of each item class (K,), hits of each class in each seed (K, S, F))."""
     levels = len(KS) + 1
     i2t = [rank_classes(run[0]) for run in runs]
     t2i = [rank_classes(run[1]) for run in runs]
-    if all(len(a) == len(b) for a, b in zip(i2t, t2i, strict=True)):
-        joint = [a * levels + b for a, b in zip(i2t, t2i, strict=True)]
+    if len({len(c) for c in i2t}) > 1 or len({len(c) for c in t2i}) > 1:
+        raise ValueError("the runs of one domain must have as many test items each (the same test split)")
+    if len(i2t[0]) == len(t2i[0]):
+        per_seed = np.stack([a * levels + b for a, b in zip(i2t, t2i, strict=True)], axis=1)  # (N, S)
         hits = np.repeat(_hits_per_class(levels, 0), levels, axis=0) + np.tile(_hits_per_class(levels, 1), (levels, 1))
-        return [_frequencies(joint, levels * levels, hits)]
-    return [_frequencies(i2t, levels, _hits_per_class(levels, 0)), _frequencies(t2i, levels, _hits_per_class(levels, 1))]
+        return [_item_classes(per_seed, hits)]
+    return [_item_classes(np.stack(i2t, axis=1), _hits_per_class(levels, 0)),
+            _item_classes(np.stack(t2i, axis=1), _hits_per_class(levels, 1))]
 
 
-def _frequencies(classes: list[np.ndarray], count: int, hits: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    sizes = np.array([len(c) for c in classes], dtype=np.int64)
-    frequencies = np.stack([np.bincount(c, minlength=count) / len(c) for c in classes])
-    return sizes, frequencies, hits
+def _item_classes(per_seed: np.ndarray, hits: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
+    """Items (rows of `per_seed`: each item's class in every seed) grouped by their classes:
+    (items, frequencies (K,), hits per class and seed (K, S, F))."""
+    classes, counts = np.unique(per_seed, axis=0, return_counts=True)  # (K, S)
+    return per_seed.shape[0], counts / per_seed.shape[0], hits[classes]
+
+
+# Resamples drawn at once: bounds the (resamples, classes) count array to ~32 MiB.
+_CELLS_PER_CHUNK = 1 << 22
 
 
 def domain_replicates(runs: Sequence[RunRanks], resamples: int, rng: np.random.Generator) -> np.ndarray:
-    """(resamples, len(RECALL_FIGURES)) recall figures in percent, each the mean over S drawn seeds of one
-    item resample of that seed's ranks (S = len(runs))."""
+    """(resamples, len(RECALL_FIGURES)) recall figures in percent: per resample, S seeds drawn with
+    replacement (S = len(runs)) and the test items drawn with replacement once, each drawn seed scored
+    on the drawn items, and the drawn seeds averaged."""
     if not runs:
         raise ValueError("a domain needs the ranks of at least one run")
     seeds = len(runs)
+    components = _components(runs)
     drawn = rng.integers(0, seeds, size=(resamples, seeds))
-    figures = np.zeros((resamples, seeds, len(RECALL_FIGURES)))
-    for sizes, frequencies, hits in _components(runs):
-        counts = rng.multinomial(sizes[drawn], frequencies[drawn])  # (resamples, seeds, classes)
-        figures += counts @ hits / sizes[drawn][..., None]
-    return 100.0 * figures.mean(axis=1)
+    weights = np.stack([np.bincount(row, minlength=seeds) for row in drawn]) / seeds  # (resamples, S)
+    figures = np.zeros((resamples, len(RECALL_FIGURES)))
+    for items, frequencies, hits in components:
+        chunk = max(1, _CELLS_PER_CHUNK // len(frequencies))
+        for start in range(0, resamples, chunk):
+            stop = min(start + chunk, resamples)
+            shares = rng.multinomial(items, frequencies, size=stop - start) / items  # (chunk, K)
+            figures[start:stop] += np.einsum("bk,bs,ksf->bf", shares, weights[start:stop], hits)
+    return 100.0 * figures
 
 
 def bootstrap_replicates(

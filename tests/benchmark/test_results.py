@@ -123,6 +123,11 @@ def test_two_results_for_one_label_domain_and_seed_are_named_not_dropped(tmp_pat
         summarize(load_results(a) + load_results(b))
 
 
+def test_seeds_ranked_on_different_test_splits_are_refused():
+    with pytest.raises(FdrdError, match="ranks 4 test images but .* ranks 3; seeds of one run must share a test split"):
+        summarize([record(seed=1), record(seed=2, ranks=(1, 2, 3))])
+
+
 def test_rows_are_means_over_seeds_and_avg_the_mean_over_domains():
     results = [
         record(seed=1, ranks=(1, 3, 7, 20)),  # R@1 25, R@5 50, R@10 75
