@@ -22,8 +22,8 @@ from rich.console import Console
 from rich.progress import track
 
 from builders.normalize import confirmed_near_duplicates
-from builders.pipeline import DEFAULT_PHASH_THRESHOLD, TRAINING_SPLITS
 from builders.report import REJECTED_NAME, read_rejected
+from builders.stages.options import DEFAULT_PHASH_THRESHOLD, TRAINING_SPLITS
 from fdrd.dataset_card import card_problems
 from fdrd.errors import FdrdError
 from fdrd.manifest import content_hash, read_build_manifest, row_digest, script_problems, verify_shards
