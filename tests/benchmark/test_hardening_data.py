@@ -122,3 +122,25 @@ def test_verification_is_reused_until_a_file_changes(data_copy, monkeypatch):
     flip_a_byte(data_copy / a_test_shard(data_copy)["path"])
     with pytest.raises(FdrdError, match="sha256 differs"):
         check_data_dir(data_copy)
+
+
+@pytest.mark.parametrize("ids", ["not json", "[" * 5000 + "]" * 5000, '{"a": 1}', "[[1], [2]]"])
+def test_a_feature_cache_file_with_garbage_ids_is_a_named_error(ids, synthetic_fdrd, tiny_backbone, tmp_path):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from benchmark.data import available_domains
+    from benchmark.feature_cache import FeatureCache
+    from benchmark.methods.base import get_method, resolve_config
+
+    split = load_split(synthetic_fdrd, available_domains(synthetic_fdrd)[0], "test").select(range(4))
+    method = get_method("zeroshot")(tiny_backbone, resolve_config(get_method("zeroshot")))
+    FeatureCache(tmp_path).features(method, split, device=torch.device("cpu"), batch_size=4, precision="fp32")
+    (file,) = tmp_path.glob("*.safetensors")
+    from safetensors import safe_open
+
+    with safe_open(str(file), framework="pt") as handle:
+        key = handle.metadata()["key"]
+    save_file(load_file(str(file)), str(file), metadata={"key": key, "ids": ids})
+    with pytest.raises(FdrdError, match="metadata 'ids'"):
+        FeatureCache(tmp_path).features(method, split, device=torch.device("cpu"), batch_size=4, precision="fp32")
