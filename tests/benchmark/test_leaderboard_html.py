@@ -169,7 +169,7 @@ def test_the_page_shows_the_results_and_its_plots_load(page, tmp_path):
     assert "http://" not in page.read_text() and "https://" not in page.read_text()
 
 
-def test_clicking_a_header_sorts_the_rows(page, tmp_path):
+def test_clicking_a_header_sorts_the_rows_and_a_broken_image_is_noticed(page, tmp_path):
     chromium()
     # Click coop's header in the text->image table once (ascending) and record the order, then again.
     clicks = """
@@ -184,7 +184,8 @@ window.addEventListener("load", () => {
 </script>
 """
     clicked = tmp_path / "clicked.html"
-    clicked.write_text(page.read_text().replace("</body>", clicks + "</body>"))
+    broken_image = '<img alt="broken on purpose" src="data:image/png;base64,AAAA">'  # the load check must see it
+    clicked.write_text(page.read_text().replace("</body>", broken_image + clicks + "</body>"))
     dom = dump_dom(clicked, tmp_path / "profile")
     _, rows = table_rows(dom, "table-t2i")
     values = [float(row[3][1]["data-value"]) for row in rows]  # coop's column, as now in the DOM
@@ -198,3 +199,4 @@ window.addEventListener("load", () => {
     assert [coop[key] for key in ascending] == sorted(coop.values())
     headers = dom.tables["table-t2i"]["rows"][0]
     assert headers[3][1]["aria-sort"] == "descending"
+    assert (dom.body["data-images-total"], dom.body["data-images-loaded"]) == ("4", "3")
