@@ -2,8 +2,9 @@
 
 Everything is recomputed from the files, nothing is trusted: shard checksums and sizes, the Arrow
 schema (with its `huggingface` metadata), each row (fdrd.schema.validate_record, image bytes vs the
-`sha256` column, domain/split vs the shard), unique ids, per-split counts, the content hash, and
-train/test leaks from the `phash` column.
+`sha256` column, domain/split vs the shard, a caption), unique ids, per-split counts, the content
+hash, and train/test leaks from the `phash` column. A build of no rows, or one whose manifest lists
+domain/splits that made no row, is never ok.
 """
 
 from __future__ import annotations
@@ -92,6 +93,8 @@ def _check_shard(directory: Path, shard: dict[str, Any], problems: _Problems, se
                 problems.add("placement", f"{where}: {row['domain']}/{row['split']} row in a {shard['domain']}/{shard['split']} shard")
             for problem in validate_record({**row, "image": image}):
                 problems.add("record", f"{where}: {problem}")
+            if not (row["caption"] or "").strip():
+                problems.add("record", f"{where}: empty caption (a row without caption text is not an FDRD row)")
             if rid in seen_ids:
                 problems.add("duplicate id", f"{where}: id also in {seen_ids[rid]}")
             seen_ids[rid] = name
@@ -164,6 +167,14 @@ def validate_build(
             actual = actual_rows[domain, split]
             if actual != counts.get("images"):
                 problems.add("counts", f"{domain}/{split}: {actual} rows, manifest.json says {counts.get('images')}")
+    if report.rows == 0:
+        problems.add("empty", "the build holds no rows: nothing can be loaded or benchmarked (see rejected.jsonl)")
+    for failure in manifest.get("failures", []):
+        reasons = ", ".join(f"{n} {kind}" for kind, n in failure.get("reasons", {}).items())
+        problems.add(
+            "empty",
+            f"{failure['domain']}/{failure['split']}: no row from {failure['entries']} inputs ({reasons})",
+        )
     rejected = read_rejected(directory)
     listed_rejected = manifest.get("rejected", {}).get("count", 0)
     if len(rejected) != listed_rejected:
