@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from builders.card import CARD_NAME
+from builders.card import CARD_NAME, LICENSE_NAME
 from builders.report import REJECTED_NAME
 from builders.stages.options import STAGING
 from fdrd.errors import FdrdError
@@ -24,11 +24,11 @@ def _differences(old: dict[str, Any], new: dict[str, Any]) -> str:
 
 def _is_ours(path: Path) -> bool:
     """Files and folders an FDRD build writes at the top of its output directory."""
-    if path.name in (MANIFEST_NAME, CARD_NAME, REJECTED_NAME, STAGING):
+    if path.name in (MANIFEST_NAME, CARD_NAME, LICENSE_NAME, REJECTED_NAME, STAGING):
         return True
     if path.is_dir():
         return all(p.suffix == ".parquet" or p.name.startswith(".") for p in path.iterdir())
-    return path.name.startswith(f".{MANIFEST_NAME}.tmp") or path.name.startswith(f".{REJECTED_NAME}.tmp")
+    return path.name.startswith(tuple(f".{name}.tmp" for name in (MANIFEST_NAME, CARD_NAME, LICENSE_NAME, REJECTED_NAME)))
 
 
 def _holds_build_files(out: Path) -> bool:
