@@ -105,7 +105,7 @@ _CATEGORY_FORMS = (
 # A trailing note in brackets ("workplace (office building, factory, lab, etc.)", or the "(2)"
 # that numbers groups of one name) is left out of the caption.
 _BRACKETED_TAIL = re.compile(r"\s*\([^()]*\)\s*$")
-_READABLE_GROUP = re.compile(r"[^\W_][\w' &/-]*", re.UNICODE)
+_READABLE_GROUP = re.compile(r"[^\W_][\w' ,&/-]*", re.UNICODE)
 
 
 def category_subject(domain: str, category: str) -> str:

@@ -36,9 +36,11 @@ def test_a_group_that_names_a_class_or_is_no_plain_name_is_left_out():
             caption = category_caption("oxford_flowers", "pink primrose", meta, flowers, f"r{k}")
             assert mentions(caption, "pink primrose") == 1 and mentions(caption, "canterbury bells") == 0, caption
             assert "group" not in caption and "(" not in caption
-    # A bracketed note after the group name is not caption text.
+    # A bracketed note after the group name is not caption text; a list of kinds is a plain name.
     caption = category_caption("sun397", "abbey", "workplace (office building, factory, lab, etc.)", ("abbey", "bar"), "k")
     assert "workplace" in caption and "factory" not in caption and "(office" not in caption
+    caption = category_caption("sun397", "bayou", "water, ice, snow", ("bayou", "bar"), "k")
+    assert "water, ice, snow" in caption
 
 
 def test_domain_phrasing_follows_the_coop_prompts():
