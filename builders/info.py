@@ -87,6 +87,8 @@ def collect_info(directory: str | os.PathLike) -> dict[str, Any]:
         "rows": sum(len(rows) for rows in by_domain.values()),
         "rejected": manifest.get("rejected", {}).get("count", 0),
         "domains": {domain: _domain_info(rows) for domain, rows in by_domain.items()},
+        # Domain/splits that had inputs and made no row (the build failed there), from the manifest.
+        "failures": manifest.get("failures", []),
     }
 
 
@@ -129,6 +131,12 @@ def render_info(info: dict[str, Any], console: Console, categories: bool = True)
                 f"{s['negatives']['mean']:.1f}",
             )
     console.print(overview)
+    for failure in info.get("failures", []):
+        console.print(
+            f"[red]no rows:[/] {failure['domain']}/{failure['split']} made no row from {failure['entries']} inputs "
+            f"({', '.join(f'{n} {kind}' for kind, n in failure['reasons'].items())})",
+            highlight=False,
+        )
     for domain, d in info["domains"].items():
         if d["attributes"]["by_name"]:
             table = Table(title=f"{domain}: rows with each attribute")

@@ -38,6 +38,7 @@ from builders.stages.options import (
     requested_splits,
 )
 from builders.stages.out_dir import BuildLock, prepare_out_dir
+from builders.stages.outcome import EmptyBuildError, domain_outcome, expected_splits, failure_message
 from fdrd.errors import FdrdError
 from fdrd.manifest import MANIFEST_FORMAT, content_hash, environment_versions, write_manifest
 from fdrd.schema import SCHEMA_VERSION
@@ -50,6 +51,7 @@ __all__ = [
     "BuildOptions",
     "CaptionSettings",
     "DomainBuilder",
+    "EmptyBuildError",
     "build",
     "requested_splits",
 ]
@@ -67,7 +69,8 @@ def _progress(console: Console) -> Progress:
 
 def build(options: BuildOptions, console: Console | None = None) -> dict[str, Any]:
     """Build FDRD into `options.out` (resuming an interrupted build of the same settings) and
-    return its manifest."""
+    return its manifest. A build that made no row for a domain/split with inputs (or no row at
+    all) is written out, rejections and manifest included, and then raises EmptyBuildError."""
     from builders.sources import resolve_source
 
     console = console or Console(stderr=True)
@@ -93,17 +96,53 @@ def build(options: BuildOptions, console: Console | None = None) -> dict[str, An
         finished = prepare_out_dir(out, identity, options.overwrite)
         if finished is not None:
             console.print(f"{out} already holds this build (content hash {finished['content_hash'][:16]}); nothing to do")
-            return finished
+            return _succeeded(finished, out)
         with _progress(console) as progress:
             results = {domain: DomainBuilder(options, source, domain, progress).run() for domain in domains}
-        return _finish(out, identity, results)
+        expected = expected_splits(source.name, requested_splits(options.split))
+        manifest = _finish(out, identity, results, expected)
+    for domain, info in manifest["domains"].items():
+        for split in info.get("empty_splits", []):
+            console.print(f"[yellow]note:[/] {domain}/{split}: the source lists no entries for it (an empty split file)")
+    return _succeeded(manifest, out)
 
 
-def _finish(out: Path, identity: dict[str, Any], results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def _succeeded(manifest: dict[str, Any], out: Path) -> dict[str, Any]:
+    """The manifest of a build that made every split it was asked for; else EmptyBuildError."""
+    message = failure_message(manifest, str(out))
+    if message is not None:
+        raise EmptyBuildError(message, manifest)
+    return manifest
+
+
+def _attribute_annotations(rows_with_attributes: int, rows: int) -> str:
+    """What the manifest says about a domain's attribute spans."""
+    if rows_with_attributes == 0:
+        return "none"  # e.g. category captions of sources without attribute labels
+    return "every row" if rows_with_attributes == rows else "some rows"
+
+
+def _finish(
+    out: Path, identity: dict[str, Any], results: dict[str, dict[str, Any]], expected: list[str]
+) -> dict[str, Any]:
     """rejected.jsonl, README.md, then manifest.json (last: its presence means a finished build)."""
     rejected = [RejectedInput(**r) for result in results.values() for r in result["rejected"]]
     write_rejected(out, rejected)
     digests = [d for result in results.values() for d in result["row_digests"]]
+    failures, domains = [], {}
+    for domain, result in results.items():
+        failed, empty = domain_outcome(expected, result["entries"], result["split_rows"], result["rejected"])
+        failures += [{"domain": domain, **failure} for failure in failed]
+        rows = sum(result["split_rows"].values())
+        domains[domain] = {
+            **result["counts"],
+            "leaks": result["leaks"],
+            "captions": result["captions"],
+            "captioner": result["captioner"],
+            "attribute_annotations": _attribute_annotations(result["rows_with_attributes"], rows),
+            "licenses": result["licenses"],
+            "empty_splits": empty,
+        }
     manifest = {
         "format": MANIFEST_FORMAT,
         "schema_version": SCHEMA_VERSION,
@@ -113,16 +152,10 @@ def _finish(out: Path, identity: dict[str, Any], results: dict[str, dict[str, An
         "versions": environment_versions(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "shards": [shard for result in results.values() for shard in result["shards"]],
-        "domains": {
-            domain: {
-                **result["counts"],
-                "leaks": result["leaks"],
-                "captions": result["captions"],
-                "captioner": result["captioner"],
-            }
-            for domain, result in results.items()
-        },
+        "domains": domains,
         "rejected": {"count": len(rejected), "file": REJECTED_NAME},
+        # Domain/splits that had inputs and made no row: the build is a failure (see stages/outcome.py).
+        "failures": failures,
     }
     write_card(out, {domain: result["split_rows"] for domain, result in results.items()}, manifest)
     write_manifest(out, manifest)

@@ -4,8 +4,9 @@ Everything is recomputed from the files, nothing is trusted: the manifest's shap
 the folder), checksums and sizes (fdrd.manifest.verify_shards, the check `fdrd bench` runs too), the
 card's configs (they must load exactly the listed shards: fdrd/dataset_card.py), the Arrow schema (with
 its `huggingface` metadata), each row (fdrd.schema.validate_record, image bytes vs the `sha256` column,
-domain/split vs the shard), unique ids, total and per-split counts (rows, categories, rejected inputs),
-the content hash, and train/test leaks from the `phash` column.
+domain/split vs the shard, a caption), unique ids, total and per-split counts (rows, categories, rejected inputs),
+the content hash, and train/test leaks from the `phash` column. A build of no rows, or one whose
+manifest lists domain/splits that made no row, is never ok.
 """
 
 from __future__ import annotations
@@ -94,6 +95,8 @@ def _check_shard(directory: Path, shard: dict[str, Any], problems: _Problems, se
                 problems.add("placement", f"{where}: {row['domain']}/{row['split']} row in a {shard['domain']}/{shard['split']} shard")
             for problem in validate_record({**row, "image": image}):
                 problems.add("record", f"{where}: {problem}")
+            if not (row["caption"] or "").strip():
+                problems.add("record", f"{where}: empty caption (a row without caption text is not an FDRD row)")
             if rid in seen_ids:
                 problems.add("duplicate id", f"{where}: id also in {seen_ids[rid]}")
             seen_ids[rid] = name
@@ -165,6 +168,14 @@ def validate_build(
     if len(rows) != manifest["rows"]:
         problems.add("counts", f"{len(rows)} rows in the shards, manifest.json says {manifest['rows']}")
     _check_counts(directory, manifest, rows, problems)
+    if report.rows == 0:
+        problems.add("empty", "the build holds no rows: nothing can be loaded or benchmarked (see rejected.jsonl)")
+    for failure in manifest.get("failures", []):
+        reasons = ", ".join(f"{n} {kind}" for kind, n in failure.get("reasons", {}).items())
+        problems.add(
+            "empty",
+            f"{failure['domain']}/{failure['split']}: no row from {failure['entries']} inputs ({reasons})",
+        )
 
     threshold = manifest.get("build", {}).get("phash_threshold", DEFAULT_PHASH_THRESHOLD)
     for test, other, distance in _leaks(directory, rows, threshold):

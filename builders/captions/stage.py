@@ -4,7 +4,8 @@
 what is missing (None): a caption the source already has is kept, attributes are extracted from the
 caption, negatives are made from caption + attributes + taxonomy. Captioners:
 
-- template:  from structured labels in item.extra["attributes"] (builders/captions/template.py)
+- template:  from structured labels in item.extra["attributes"] (builders/captions/template.py);
+             items without labels (CoOp) get a category caption and category-swap negatives only
 - vlm:       a vision-language model (builders/captions/vlm.py), then the category name is inserted
 - fdrd-json: the released FDRD caption files (builders/captions/fdrd_json.py), defects repaired
 - none:      no captioning; items without a caption are rejected
@@ -104,7 +105,7 @@ def annotate(
     provenance: dict[str, Any] = {"name": captioner}
 
     if captioner == "template":
-        _template_captions(items, todo, options, report, rejected)
+        _template_captions(items, todo, taxonomy, options, report, rejected)
     elif captioner == "vlm":
         provenance.update(
             _vlm_captions(items, todo, image_bytes, image_sha256, taxonomy, vocabulary, options, cache_dir, report)
@@ -115,7 +116,10 @@ def annotate(
         )
     for i in todo:
         if items[i].caption is None and i not in rejected:
-            rejected[i] = f"no caption: captioner {captioner!r} made none and the source gave none"
+            rejected[i] = (
+                f"no caption: captioner {captioner!r} made none and the source gave none"
+                + ("; --captioner template writes category captions without a VLM" if captioner == "none" else "")
+            )
 
     _attributes_and_negatives(items, taxonomy, vocabulary, options, report, rejected, kept_negatives)
     report["rejected_by_caption_stage"] = len(rejected)
@@ -125,18 +129,28 @@ def annotate(
 
 
 def _template_captions(
-    items: list[SourceItem], todo: list[int], options: CaptionOptions, report: Counter[str],
+    items: list[SourceItem], todo: list[int], taxonomy: Taxonomy, options: CaptionOptions, report: Counter[str],
     rejected: dict[int, str],
 ) -> None:
-    from builders.captions.template import template_caption
+    from builders.captions.template import category_caption, template_caption
 
     for i in todo:
         item = items[i]
+        key = record_id(item.domain, item.original)
         labels = item.extra.get("attributes")
-        if not isinstance(labels, dict):
-            rejected[i] = "template captioner: the source gave no attribute labels (extra['attributes'])"
+        if labels is None:
+            # Nothing known beyond the class: a category caption, no attribute invented.
+            item.caption = category_caption(
+                taxonomy.domain, item.category, item.meta_category, taxonomy.categories, key, options.seed
+            )
+            if item.attributes is None:
+                item.attributes = []
+            report["captioned_category_template"] += 1
             continue
-        caption, spans = template_caption(item.category, labels, record_id(item.domain, item.original), options.seed)
+        if not isinstance(labels, dict):
+            rejected[i] = f"template captioner: extra['attributes'] is a {type(labels).__name__}, not {{type: value}}"
+            continue
+        caption, spans = template_caption(item.category, labels, key, options.seed)
         item.caption = caption
         if item.attributes is None:
             item.attributes = spans

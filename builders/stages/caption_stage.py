@@ -1,6 +1,10 @@
 """Caption stage: one call of builders.captions.stage.annotate per domain (it matches released
 records and spots ambiguous file names across all items of a domain); the result is staged in
-ann.json, so an interrupted build redoes the call, cheaply, from the stage's cache only when missing."""
+ann.json, so an interrupted build redoes the call, cheaply, from the stage's cache only when missing.
+
+The stage runs for every captioner, `none` included (it then writes no caption, rejects items
+without one and completes attributes and negatives of captions the source gave). A row without
+caption text is not an FDRD row: whatever still has none afterwards is rejected here."""
 
 from __future__ import annotations
 
@@ -15,6 +19,11 @@ from builders.stages.options import STAGING, BuildOptions, CaptionSettings
 from builders.stages.staged import Staged, StagedImages
 from fdrd.errors import FdrdError
 from fdrd.manifest import read_json, write_json_atomic
+
+EMPTY_CAPTION = (
+    "empty caption: the source gave an empty one and --captioner {captioner} wrote none "
+    "(rows need caption text; --captioner template writes category captions without a VLM)"
+)
 
 
 @dataclass
@@ -33,7 +42,7 @@ def load_caption_stage(settings: CaptionSettings, seed: int, data_root: Path | N
     except ImportError as error:
         raise FdrdError(
             f"the caption stage (builders.captions.stage) cannot be imported ({error}); "
-            "build with --captioner none to keep the source's own captions"
+            "reinstall fdrd (pip install -e .) and rerun"
         ) from error
     # Unset options keep the stage's own defaults (its default model, prompt, batch size).
     given = {
@@ -64,8 +73,6 @@ def annotate_domain(
     """Fill captions, attributes and negatives of the staged items still alive; an item the
     captioner refuses gets its reason (stage "captions")."""
     settings = options.captions
-    if settings.captioner == "none":
-        return CaptionOutcome()
     members = [entry for entry in staged if entry.reason is None]
     path = stage_dir / "ann.json"
     progress.update(task, description=f"{domain}: captions", total=len(members), completed=0)
@@ -106,6 +113,8 @@ def annotate_domain(
         member.item.negatives = annotation["negatives"]
         if str(k) in saved["rejected"]:
             member.reason, member.stage = saved["rejected"][str(k)], "captions"
+        elif not (member.item.caption or "").strip():
+            member.reason, member.stage = EMPTY_CAPTION.format(captioner=settings.captioner), "captions"
     progress.update(task, completed=len(members))
     return CaptionOutcome(
         saved["report"], saved["captioner"], [RejectedInput(**r) for r in saved["record_rejections"]]

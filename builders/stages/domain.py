@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -66,6 +67,7 @@ class DomainBuilder:
         ]
         rejected += self.captions.rejections
         result = self._write(staged, task)
+        result["entries"] = dict(Counter(e.split for e in entries))
         result["rejected"] = [r.to_json() for r in rejected]
         result["counts"] = split_counts(
             self.splits, staged, rejected, self.duplicates.near_duplicates, self.duplicates.leaks

@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from builders.card import CARD_NAME
+from builders.card import CARD_NAME, LICENSE_NAME
 from builders.report import REJECTED_NAME
 from builders.stages.options import STAGING
 from fdrd.errors import FdrdError
@@ -27,7 +27,7 @@ def _differences(old: dict[str, Any], new: dict[str, Any]) -> str:
 # Where a build records, before writing them, the shard files it is about to write under <out>/<domain>/
 # (relative to <out>): with the manifest's list, the only shard files a build may call its own.
 PLANNED_NAME = "planned.json"
-_TOP_FILES = (MANIFEST_NAME, CARD_NAME, REJECTED_NAME)
+_TOP_FILES = (MANIFEST_NAME, CARD_NAME, LICENSE_NAME, REJECTED_NAME)
 
 
 def _temp_of(name: str, owned: set[str] | tuple[str, ...]) -> bool:

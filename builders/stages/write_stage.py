@@ -40,7 +40,7 @@ def write_domain(
             images = StagedImages(stage_dir, members)  # rows come in chunk order: each chunk read once
             rows = [fdrd_row(domain, m, jpeg) for m, jpeg in zip(members, images, strict=True)]
             path = split_dir / plan.name
-            write_shard(path, rows)
+            arrow_bytes = write_shard(path, rows)
             digests.extend(row_digest(r) for r in rows)
             shards.append(
                 {
@@ -49,6 +49,7 @@ def write_domain(
                     "split": split,
                     "rows": len(rows),
                     "bytes": path.stat().st_size,
+                    "num_bytes": arrow_bytes,  # the rows' size in Arrow, as `datasets` counts a split
                     "sha256": sha256_file(path),
                 }
             )
@@ -57,6 +58,8 @@ def write_domain(
         "shards": shards,
         "row_digests": digests,
         "split_rows": {split: len(rows) for split, rows in by_split.items()},
+        "rows_with_attributes": sum(1 for entry in kept if entry.item.attributes),
+        "licenses": sorted({entry.item.license for entry in kept if entry.item.license}),
     }
 
 

@@ -41,7 +41,11 @@ def register(app: typer.Typer) -> None:
         max_input_mb: int = typer.Option(512, min=1, help="Input files larger than this (MiB) are rejected unread."),
         phash_threshold: int = typer.Option(4, min=0, max=32, help="Hamming distance (of 64 bits) for near duplicates."),
         overwrite: bool = typer.Option(False, help="Replace a different build already in --out."),
-        captioner: str = typer.Option("auto", help="Caption stage: auto, none, template, vlm or fdrd-json."),
+        captioner: str = typer.Option(
+            "auto",
+            help="Caption stage: auto, none (keep the source's captions), template (labels or category captions, "
+            "no model), vlm or fdrd-json.",
+        ),
         captions: Path = typer.Option(None, help="Captions file for the caption stage."),
         caption_model: str = typer.Option(None, help="Vision-language model of the caption stage."),
         caption_prompt: str = typer.Option(None, help="Prompt of the caption stage."),
@@ -52,7 +56,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Build FDRD shards, card and manifest into --out; rerun with the same options to resume."""
         from builders.normalize import NormalizeOptions
-        from builders.pipeline import BuildOptions, CaptionSettings
+        from builders.pipeline import BuildOptions, CaptionSettings, EmptyBuildError
         from builders.pipeline import build as run_build
         from builders.report import summary_table
 
@@ -80,8 +84,12 @@ def register(app: typer.Typer) -> None:
             ),
             overwrite=overwrite,
         )
-        manifest = run_build(options)
         console = Console()
+        try:
+            manifest = run_build(options)
+        except EmptyBuildError as failed:
+            console.print(summary_table(failed.manifest))  # what was made, then the one red line
+            raise
         console.print(summary_table(manifest))
         console.print(f"wrote {out} ({manifest['rejected']['count']} rejected inputs in {out / 'rejected.jsonl'})")
 

@@ -85,7 +85,7 @@ class Crash(Exception):
 
 def test_resume_redoes_only_missing_units(coop_root, tmp_path, monkeypatch):
     out = tmp_path / "fdrd"
-    options = BuildOptions(out=out, data_root=coop_root.root, captions=CaptionSettings(captioner="none"))
+    options = BuildOptions(out=out, data_root=coop_root.root, captions=CaptionSettings(captioner="template"))
     quiet = Console(quiet=True)
     uninterrupted = build(BuildOptions(**{**options.__dict__, "out": tmp_path / "whole"}), console=quiet)
 
@@ -119,7 +119,7 @@ def test_resume_redoes_only_missing_units(coop_root, tmp_path, monkeypatch):
 
 def test_resume_refuses_a_source_that_changed(coop_root, tmp_path, monkeypatch):
     out = tmp_path / "fdrd"
-    options = BuildOptions(out=out, data_root=coop_root.root, captions=CaptionSettings(captioner="none"))
+    options = BuildOptions(out=out, data_root=coop_root.root, captions=CaptionSettings(captioner="template"))
 
     def crash(self, staged, task):
         raise Crash("killed after normalizing")
@@ -138,7 +138,7 @@ def test_resume_refuses_a_source_that_changed(coop_root, tmp_path, monkeypatch):
 
 def test_a_second_build_into_the_same_directory_waits_its_turn(coop_root, tmp_path):
     out = tmp_path / "fdrd"
-    options = BuildOptions(out=out, data_root=coop_root.root, captions=CaptionSettings(captioner="none"))
+    options = BuildOptions(out=out, data_root=coop_root.root, captions=CaptionSettings(captioner="template"))
     with pipeline.BuildLock(out):
         with pytest.raises(FdrdError, match="another `fdrd build` is writing"):
             build(BuildOptions(**{**options.__dict__, "overwrite": True}), console=Console(quiet=True))
