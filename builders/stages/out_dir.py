@@ -59,8 +59,8 @@ def owned_shards(out: Path) -> set[str]:
 
 
 def _strangers(out: Path, owned: set[str]) -> list[str]:
-    """Entries of `out` that no build wrote: anything but the top-level files, the staging folder, and
-    domain folders holding only owned shards (and their atomic-write temporaries)."""
+    """Entries of `out` that no build wrote: anything but the top-level files, the staging folder, empty
+    folders, and domain folders holding only owned shards (and their atomic-write temporaries)."""
     folders = {path.split("/")[0] for path in owned}
     strangers = []
     for path in sorted(out.iterdir()):
@@ -69,6 +69,8 @@ def _strangers(out: Path, owned: set[str]) -> list[str]:
             continue
         if _temp_of(name, _TOP_FILES):
             continue
+        if path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
+            continue  # holds nothing to lose (a domain that made no row leaves its folder empty); never deleted
         if name in folders and path.is_dir() and not path.is_symlink():
             mine = {shard.split("/")[1] for shard in owned if shard.startswith(name + "/")}
             strangers += [f"{name}/{p.name}" for p in sorted(path.iterdir())

@@ -225,11 +225,16 @@ def png(size=(40, 30)) -> bytes:
 def test_a_folder_named_like_an_image_is_reported(tmp_path):
     root = tmp_path / "birds"
     (root / "wren").mkdir(parents=True)
-    (root / "wren" / "a.png").write_bytes(png())
+    # Two categories (a negative needs a sibling) and enough images that every split makes rows: an empty
+    # split fails the build.
+    for category in ("wren", "robin"):
+        (root / category).mkdir(parents=True, exist_ok=True)
+        for index in range(12):
+            (root / category / f"a{index}.png").write_bytes(png((8 + index, 8 + len(category))))
     (root / "wren" / "b.jpg").mkdir()
     (root / "wren" / "b.jpg" / "inside.png").write_bytes(png())
     out = tmp_path / "out"
-    build(BuildOptions(out=out, source="imagefolder", data_root=root, captions=CaptionSettings(captioner="none")),
+    build(BuildOptions(out=out, source="imagefolder", data_root=root, captions=CaptionSettings(captioner="template")),
           console=Console(quiet=True))
     reasons = {r["original"]: r["reason"] for r in read_rejected(out)}
     assert "is a folder, not an image file" in reasons["birds/wren/b.jpg"]
@@ -259,10 +264,15 @@ def test_a_pipe_named_like_an_image_is_refused_not_read(tmp_path):
 def test_the_size_cap_applies_in_a_build(tmp_path):
     root = tmp_path / "birds"
     (root / "wren").mkdir(parents=True)
-    (root / "wren" / "small.png").write_bytes(png((8, 8)))
+    # Two categories (a negative needs a sibling) and enough images that every split makes rows: an empty
+    # split fails the build.
+    for category in ("wren", "robin"):
+        (root / category).mkdir(parents=True, exist_ok=True)
+        for index in range(12):
+            (root / category / f"small{index}.png").write_bytes(png((8 + index, 8 + len(category))))
     (root / "wren" / "large.png").write_bytes(png((300, 300)) + b"\0" * 5000)
     out = tmp_path / "out"
-    options = BuildOptions(out=out, source="imagefolder", data_root=root, captions=CaptionSettings(captioner="none"),
+    options = BuildOptions(out=out, source="imagefolder", data_root=root, captions=CaptionSettings(captioner="template"),
                            normalize=NormalizeOptions(max_input_bytes=4000))
     build(options, console=Console(quiet=True))
     reasons = {r["original"]: r["reason"] for r in read_rejected(out)}

@@ -36,7 +36,7 @@ def test_overwrite_replaces_exactly_the_previous_build(built):
     old = json.loads((built / "manifest.json").read_text())
     new = synthetic(built, seed=1, overwrite=True)
     assert new["content_hash"] != old["content_hash"]
-    expected = {"manifest.json", "README.md", "rejected.jsonl", *(s["path"] for s in new["shards"])}
+    expected = {"manifest.json", "README.md", "LICENSE.md", "rejected.jsonl", *(s["path"] for s in new["shards"])}
     assert set(files(built)) == expected
 
 
@@ -113,5 +113,5 @@ def test_a_build_killed_while_writing_is_replaced_by_its_plan(tmp_path, monkeypa
     (out / "mine" / "keep.parquet").unlink()
     (out / "mine").rmdir()
     new = synthetic(out, seed=1, overwrite=True)
-    assert set(files(out)) == {"manifest.json", "README.md", "rejected.jsonl", *(s["path"] for s in new["shards"])}
+    assert set(files(out)) == {"manifest.json", "README.md", "LICENSE.md", "rejected.jsonl", *(s["path"] for s in new["shards"])}
     assert not (out / STAGING).exists()
