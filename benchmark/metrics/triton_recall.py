@@ -97,7 +97,7 @@ def _recall_tiles(
     num_texts,
     image_tiles,
     num_band_tiles,
-    dim,
+    DIM: tl.constexpr,  # the embedding width: fixed per model, so the K loop is known when compiling
     FIND_POSITIVES: tl.constexpr,
     INTERPRETED: tl.constexpr,
     IEEE: tl.constexpr,
@@ -124,18 +124,18 @@ def _recall_tiles(
     row_ok = rows < num_images
     col_ok = cols < num_texts
 
-    # The score tile. 64-bit offsets: rows * dim passes 2**31 on large tables.
-    row_base = image_ptr + rows.to(tl.int64)[:, None] * dim
-    col_base = text_ptr + cols.to(tl.int64)[:, None] * dim
+    # The score tile. 64-bit offsets: rows * DIM passes 2**31 on large tables.
+    row_base = image_ptr + rows.to(tl.int64)[:, None] * DIM
+    col_base = text_ptr + cols.to(tl.int64)[:, None] * DIM
     scores = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for k_start in range(0, dim, BLOCK_K):
+    for k_start in range(0, DIM, BLOCK_K):
         ks = k_start + tl.arange(0, BLOCK_K)
         if EVEN_K:
             a = tl.load(row_base + ks[None, :], mask=row_ok[:, None], other=0.0)
             b = tl.load(col_base + ks[None, :], mask=col_ok[:, None], other=0.0)
         else:
-            a = tl.load(row_base + ks[None, :], mask=row_ok[:, None] & (ks[None, :] < dim), other=0.0)
-            b = tl.load(col_base + ks[None, :], mask=col_ok[:, None] & (ks[None, :] < dim), other=0.0)
+            a = tl.load(row_base + ks[None, :], mask=row_ok[:, None] & (ks[None, :] < DIM), other=0.0)
+            b = tl.load(col_base + ks[None, :], mask=col_ok[:, None] & (ks[None, :] < DIM), other=0.0)
         if INTERPRETED:
             products = a.to(tl.float32)[:, :, None] * tl.trans(b.to(tl.float32))[None, :, :]
             scores += tl.sum(products, axis=1)
@@ -240,6 +240,7 @@ def triton_ranks(
     offsets32 = offsets.to(torch.int32)
     kernel = _kernel()
     constants = dict(
+        DIM=dim,
         INTERPRETED=interpreted,
         IEEE=image_emb.dtype == torch.float32,
         EVEN_K=dim % tiles.block_k == 0,
@@ -264,9 +265,10 @@ def triton_ranks(
         num_texts,
         triton.cdiv(num_images, tiles.block_m),
         band.shape[1],
-        dim,
     )
     kernel[(band.shape[1],)](*arguments, FIND_POSITIVES=True, **constants)
+    if bool(torch.isnan(positive).any()):  # every caption's tile is in the band: this is a bug, not bad input
+        raise RuntimeError("triton recall: the band pass left a caption without its positive score")
     best = best.scatter_reduce_(0, owner, positive, reduce="amax", include_self=False)
     grid = triton.cdiv(num_images, tiles.block_m) * triton.cdiv(num_texts, tiles.block_n)
     kernel[(grid,)](*arguments, FIND_POSITIVES=False, **constants)
