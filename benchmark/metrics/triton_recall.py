@@ -73,14 +73,10 @@ def default_tiles(dtype: torch.dtype, dim: int, block_size: int) -> TileConfig:
     cap = max(_SMALLEST_TILE, _floor_power_of_two(block_size))
     # A narrow embedding needs no wide K step (masked lanes would only multiply zeros).
     block_k = max(_SMALLEST_TILE, min(base.block_k, triton.next_power_of_2(dim)))
-    return TileConfig(
-        block_m=min(base.block_m, cap),
-        block_n=min(base.block_n, cap),
-        block_k=block_k,
-        group_m=base.group_m,
-        num_warps=base.num_warps,
-        num_stages=base.num_stages,
-    )
+    block_m, block_n = min(base.block_m, cap), min(base.block_n, cap)
+    # About 1024 scores per warp: a small tile gets fewer warps instead of idle ones.
+    num_warps = min(base.num_warps, max(1, block_m * block_n // 1024))
+    return TileConfig(block_m, block_n, block_k, base.group_m, num_warps, base.num_stages)
 
 
 def _recall_tiles(

@@ -303,13 +303,17 @@ def test_tiles_are_capped_by_the_block_size_and_never_below_sixteen():
 
 @needs_triton
 @needs_cuda
-def test_kernel_costs_little_more_than_a_bare_gemm_on_cuda():
-    """A loose guard (perf/recall_gpu.py measures the goal, <= 1.15x at 230k): at 32k x 32k in bf16 the
-    whole ranking must cost under twice one torch.mm of the same sizes."""
+def test_on_cuda_the_kernel_costs_about_a_gemm_and_holds_no_score_matrix():
+    """Loose guards (perf/recall_gpu.py measures the goal, <= 1.15x a bare GEMM at 230k): at 64k x 64k in
+    bf16 both launches together take under 2.5 torch.mm of the same sizes, and no more memory than a
+    hundredth of the score matrix."""
+    from benchmark.metrics.triton_recall import triton_ranks
+
+    size = 65536
     generator = torch.Generator(device="cuda").manual_seed(0)
-    image = torch.randn(32768, 512, device="cuda", generator=generator).to(torch.bfloat16)
-    text = torch.randn(32768, 512, device="cuda", generator=generator).to(torch.bfloat16)
-    owners = torch.arange(32768, device="cuda")
+    image = torch.randn(size, 512, device="cuda", generator=generator).to(torch.bfloat16)
+    text = torch.randn(size, 512, device="cuda", generator=generator).to(torch.bfloat16)
+    owners = torch.arange(size, device="cuda")
 
     def best_of(function, repeats=3):
         function()
@@ -323,5 +327,10 @@ def test_kernel_costs_little_more_than_a_bare_gemm_on_cuda():
         return min(times)
 
     gemm = best_of(lambda: torch.mm(image, text.T))
-    kernel = best_of(lambda: positive_ranks(image, text, owners, backend="triton"))
-    assert kernel < 2 * gemm, f"kernel {kernel * 1e3:.1f} ms vs torch.mm {gemm * 1e3:.1f} ms"
+    kernel = best_of(lambda: triton_ranks(image, text, owners, 2048))
+    assert kernel < 2.5 * gemm, f"kernel {kernel * 1e3:.1f} ms vs torch.mm {gemm * 1e3:.1f} ms"
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    triton_ranks(image, text, owners, 2048)
+    assert torch.cuda.max_memory_allocated() - before < size * size * 2 / 100
