@@ -42,7 +42,7 @@ def first_occurrences(emb: torch.Tensor) -> torch.Tensor | None:
     hashes = torch.empty(num_rows, dtype=torch.int64, device=emb.device)
     for start in range(0, num_rows, _HASH_ROWS):
         bits = _row_bits(emb[start : start + _HASH_ROWS]).to(torch.int64)
-        hashes[start : start + _HASH_ROWS] = (bits * weights).sum(1)
+        torch.mv(bits, weights, out=hashes[start : start + _HASH_ROWS])
     _, hash_group, hash_count = torch.unique(hashes, return_inverse=True, return_counts=True)
     suspects = torch.nonzero(hash_count[hash_group] > 1).squeeze(1)
     if suspects.numel() == 0:

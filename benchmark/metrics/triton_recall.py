@@ -1,5 +1,5 @@
 """The "triton" recall backend: one fused kernel tiles the image x caption score GEMM and counts ranks in its
-epilogue, so the N x M score matrix never exists, not even one tile of it in memory.
+epilogue, so no score is ever written to memory (each tile lives in registers).
 
 Same contract as the streaming torch path (benchmark/metrics/recall.py): exact ranks, ties count against the
 positive, positives excluded by index, several captions per image, N != M. Captions are grouped by image
@@ -28,6 +28,7 @@ products over K with one broadcast reduction, which adds in the same order for e
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 
@@ -36,9 +37,6 @@ import triton
 import triton.language as tl
 
 from fdrd.errors import FdrdError
-
-# Inputs the kernel multiplies as they are; anything else is ranked in float32.
-NATIVE_DTYPES = frozenset({torch.float32, torch.bfloat16, torch.float16})
 
 # tl.dot needs every tile edge to be at least 16.
 _SMALLEST_TILE = 16
@@ -208,7 +206,7 @@ def triton_ranks(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """1-based (image -> text, text -> image) ranks with the fused kernel; `block_size` caps the tile edges.
 
-    Inputs arrive validated, on one device, in one dtype of NATIVE_DTYPES, rows contiguous.
+    Inputs arrive validated, on one device, both float32, bfloat16 or float16, rows contiguous.
     """
     interpreted = interpreting()
     if image_emb.device.type != "cuda" and not interpreted:
@@ -262,12 +260,14 @@ def triton_ranks(
         triton.cdiv(num_images, tiles.block_m),
         band.shape[1],
     )
-    kernel[(band.shape[1],)](*arguments, FIND_POSITIVES=True, **constants)
-    if bool(torch.isnan(positive).any()):  # every caption's tile is in the band: this is a bug, not bad input
-        raise RuntimeError("triton recall: the band pass left a caption without its positive score")
-    best = best.scatter_reduce_(0, owner, positive, reduce="amax", include_self=False)
     grid = triton.cdiv(num_images, tiles.block_m) * triton.cdiv(num_texts, tiles.block_n)
-    kernel[(grid,)](*arguments, FIND_POSITIVES=False, **constants)
+    # Triton launches on the current CUDA device: make it the tensors' one (cuda:1 under a launcher).
+    with torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext():
+        kernel[(band.shape[1],)](*arguments, FIND_POSITIVES=True, **constants)
+        if bool(torch.isnan(positive).any()):  # every caption's tile is in the band: a bug, not bad input
+            raise RuntimeError("triton recall: the band pass left a caption without its positive score")
+        best = best.scatter_reduce_(0, owner, positive, reduce="amax", include_self=False)
+        kernel[(grid,)](*arguments, FIND_POSITIVES=False, **constants)
 
     text_ranks = torch.empty(num_texts, dtype=torch.int64, device=device)
     text_ranks[order] = text_count.to(torch.int64) + 1
