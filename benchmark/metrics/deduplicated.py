@@ -157,11 +157,11 @@ def deduplicated_ranks(
             cols_unweighted = bool((weights_c == 1).all())
             captions = captions_by_col[caption_edges[c] : caption_edges[c + 1]]
             for chunk in torch.split(captions, block_size):
-                values = tile[:, positive_col[chunk] - col_start].contiguous()
+                values = tile[:, positive_col[chunk] - col_start]
                 beaten = _weighted_count(values >= positive[chunk], weights_b, 0, rows_unweighted)
                 text_beaten.index_add_(0, chunk, beaten)
             for chunk in torch.split(images, block_size):
-                values = tile[image_id[chunk] - row_start].contiguous()
+                values = tile[image_id[chunk] - row_start]
                 beaten = _weighted_count(values >= best[chunk, None], weights_c, 1, cols_unweighted)
                 image_beaten.index_add_(0, chunk, beaten)
             # Take back the positives the counts include, by index: each caption's own image (with its
