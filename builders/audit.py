@@ -283,8 +283,10 @@ def audit_path(
     elif not path.is_dir():
         raise FdrdError(f"{path}: no such file or folder; pass a released .json file or a built dataset folder")
     else:
-        released = sorted(p for p in path.glob("*.json") if p.is_file() and not _is_build_metadata(p))
-        if released and not any(path.glob("*/*.parquet")):
+        candidates = sorted(p for p in path.glob("*.json") if p.is_file())
+        built = any(path.glob("*/*.parquet"))
+        released = [p for p in candidates if not built and not _is_build_metadata(p)]
+        if released and not built:
             inputs = [released_audit_input(p, domain, root) for p in released]
         else:
             inputs = built_audit_inputs(path)
@@ -303,13 +305,19 @@ def audit_path(
 
 
 def _is_build_metadata(path: Path) -> bool:
-    """manifest.json and friends of a built dataset are not caption files."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            head = handle.read(2000)  # a released file is megabytes; its start tells
-    except (OSError, UnicodeDecodeError):
-        return True
-    return '"positive"' not in head and '"negative"' not in head
+    """manifest.json and friends of a built dataset are not caption files: JSON without a record that has
+    a `positive` caption. They are skipped, and said so on stderr; a file that is not JSON at all
+    (malformed, truncated, not UTF-8) is a named error, never a silent skip."""
+    from fdrd.untrusted import read_json_file
+
+    data = read_json_file(path, "fix it, or move it out of the folder being audited")
+    if isinstance(data, dict) and any(isinstance(r, dict) and "positive" in r for r in data.values()):
+        return False
+    from rich.console import Console
+
+    Console(stderr=True).print(f"skipping {path}: JSON without caption records (not a released-format file)",
+                               highlight=False, soft_wrap=True)
+    return True
 
 
 def dumps(results: list[dict[str, Any]]) -> str:

@@ -8,7 +8,6 @@ and spans never overlap; every span's offsets slice the caption exactly, which
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -17,6 +16,7 @@ from typing import Any
 
 from fdrd.errors import FdrdError
 from fdrd.schema import ATTRIBUTE_TYPES
+from fdrd.untrusted import read_json_file
 
 DEFAULT_VOCABULARY = Path(__file__).with_name("vocabulary.json")
 _KNOWN_KEYS = {"_about", "attributes", "domain_attributes", "synonyms", "head_nouns"}
@@ -106,12 +106,9 @@ def _typed_entries(data: Any, where: str) -> dict[str, tuple[str, ...]]:
 
 
 def _read(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FdrdError(f"{path}: vocabulary file not found; check the --vocabulary path") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise FdrdError(f"{path}: not valid JSON ({error}); fix the vocabulary file") from None
+    if not path.is_file():
+        raise FdrdError(f"{path}: vocabulary file not found; check the --vocabulary path")
+    data = read_json_file(path, "fix the vocabulary file")  # NUL, deep nesting: named errors
     if not isinstance(data, dict) or set(data) - _KNOWN_KEYS:
         extra = sorted(set(data) - _KNOWN_KEYS) if isinstance(data, dict) else ["<not an object>"]
         raise FdrdError(f"{path}: unknown key(s) {', '.join(extra)}; allowed: {', '.join(sorted(_KNOWN_KEYS))}")

@@ -10,7 +10,6 @@ those records are matched by file name instead. A path that would leave the data
 
 from __future__ import annotations
 
-import json
 import posixpath
 import re
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from typing import Any
 
 from fdrd.errors import FdrdError
 from fdrd.schema import COOP_DOMAINS
+from fdrd.untrusted import read_json_file
 
 
 @dataclass(frozen=True)
@@ -62,10 +62,7 @@ def _field(record: Any, name: str, kind: type, where: str, required: bool = True
 def read_released(path: str | Path) -> list[ReleasedRecord]:
     """Every record of one released-format file, in file order; malformed input is a named error."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise FdrdError(f"{path}: not valid JSON ({error}); is this a released FDRD caption file?") from None
+    data = read_json_file(path, "is this a released FDRD caption file?")  # NUL, deep nesting: named errors
     if not isinstance(data, dict):
         raise FdrdError(f"{path}: top level must be an object {{image_key: record}}, found {type(data).__name__}")
     records = []

@@ -125,6 +125,8 @@ def crawl(list_path: str | Path, out_dir: str | Path, options: CrawlOptions | No
         raise FdrdError(f"crawl: --retries ({options.policy.retries}) and --max-redirects "
                         f"({options.policy.max_redirects}) must be at least 0")
     list_path = Path(list_path)
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise FdrdError(f"--out {out_dir} is a file, not a folder; choose a new folder or an earlier crawl's")
     rows = read_url_list(list_path)
     store = CrawlStore(out_dir)
     store.bind_list(list_path, sha256_file(list_path), rows, options.shard_size)
@@ -235,7 +237,11 @@ async def _crawl_row(client, store: CrawlStore, row: UrlRow, policy: FetchPolicy
         missing = "url" if not row.url else "category"
         return {**record, "status": "failed", "reason": "bad_row", "detail": f"empty {missing}",
                 "http_status": None, "attempts": 0}
-    result: FetchResult = await fetch_image(client, row.url, policy, hosts, rng)
+    try:
+        result: FetchResult = await fetch_image(client, row.url, policy, hosts, rng)
+    except Exception as error:  # fetch_image names every failure it knows; one URL never stops a crawl
+        return {**record, "status": "failed", "reason": "unexpected_error",
+                "detail": f"{type(error).__name__}: {str(error)[:200]}", "http_status": None, "attempts": 0}
     if not result.ok:
         return {**record, "status": "failed", "reason": result.reason, "detail": result.detail,
                 "http_status": result.http_status, "attempts": result.attempts}

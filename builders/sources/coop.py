@@ -9,7 +9,6 @@ and leaves decoding to normalization.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from builders.sources.coop_layout import (
 from builders.taxonomy import Taxonomy, build_taxonomy
 from fdrd.errors import FdrdError
 from fdrd.schema import COOP_DOMAINS
+from fdrd.untrusted import read_json_file
 
 COOP_SPLITS = ("train", "val", "test")
 
@@ -162,10 +162,7 @@ def _read_split_json(domain_dir: Path, layout: CoopDomainLayout) -> DomainSplits
     path = domain_dir / layout.split_file
     if not path.is_file():
         raise _missing_layout(path, layout)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise FdrdError(f"{path}: not valid JSON ({error}); restore the file from the CoOp release") from None
+    data = read_json_file(path, "restore the file from the CoOp release")  # NUL, deep nesting: named errors
     if not isinstance(data, dict) or any(not isinstance(data.get(s), list) for s in COOP_SPLITS):
         raise FdrdError(f"{path}: expected an object with lists 'train', 'val' and 'test'")
     entries: dict[str, list[SplitEntry | BadEntry]] = {}

@@ -9,7 +9,6 @@ hash of its path relative to the root: 70% train, 10% val, 20% test, stable when
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from builders.sources import check_splits
 from builders.sources.base import Rejection, SourceItem
 from builders.taxonomy import Taxonomy
 from fdrd.errors import FdrdError
+from fdrd.untrusted import read_json_file
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 FOLDER_SPLITS = ("train", "val", "test")
@@ -70,10 +70,7 @@ class ImageFolderSource:
         path = self.root / META_FILE
         if not path.is_file():
             return {}
-        try:
-            meta = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise FdrdError(f"{path}: not valid JSON ({error}); it maps category folder -> meta-category") from None
+        meta = read_json_file(path, "it maps category folder -> meta-category")
         if not isinstance(meta, dict) or not all(isinstance(v, str) and v for v in meta.values()):
             raise FdrdError(f"{path}: expected an object mapping each category folder to a meta-category name")
         missing = [f for f in folders if f not in meta]
@@ -123,6 +120,10 @@ class ImageFolderSource:
             if not path.resolve().is_relative_to(root):
                 yield Rejection(domain, split, original, f"{relative} links outside the image folder; refusing")
                 continue
+            if path.is_dir():  # reported, not skipped: a folder named x.jpg, or images one level too deep
+                yield Rejection(domain, split, original, f"{relative} is a folder, not an image file; its files "
+                                "are not read (images go directly in <root>/<category>/)")
+                continue
             if path.suffix.lower() not in IMAGE_EXTENSIONS:
                 reason = f"not an image file type ({path.suffix or 'no extension'}): {relative}"
                 yield Rejection(domain, split, original, reason)
@@ -145,7 +146,8 @@ def _visible_dir(path: Path) -> bool:
 
 
 def _files_in(folder: Path) -> list[Path]:
-    """Files of a category folder, sorted; hidden files (.DS_Store) are not inputs."""
+    """Entries of a category folder, sorted; hidden ones (.DS_Store) are not inputs. Sub-folders are
+    listed too, so that the build reports them instead of skipping them silently."""
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if not p.name.startswith(".") and not p.is_dir())
+    return sorted(p for p in folder.iterdir() if not p.name.startswith("."))

@@ -112,6 +112,10 @@ class UrlSource:
         if outcome["status"] != "ok":
             detail = f": {outcome['detail']}" if outcome.get("detail") else ""
             return Rejection(row.domain, split, row.url, f"download failed, {outcome['reason']}{detail}")
+        image = self.store.image_file(outcome.get("path"))
+        if image is None:  # a tampered journal or result file: never read outside the crawl folder
+            return Rejection(row.domain, split, row.url, f"crawl record names {str(outcome.get('path'))[:120]!r}, "
+                             "not an image stored inside the crawl folder; refusing to read it")
         return SourceItem(
             domain=row.domain,
             split=split,
@@ -121,7 +125,7 @@ class UrlSource:
             original=row.url,
             dataset="urls",
             license=row.license,
-            image_path=str(self.root / outcome["path"]),
+            image_path=str(image),
             caption=row.caption or None,
             extra={"crawl_sha256": outcome["sha256"], "final_url": outcome.get("final_url", row.url)},
         )

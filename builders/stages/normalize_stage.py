@@ -46,7 +46,7 @@ def normalize_chunk(
     for index, data, image_path in items:
         try:
             if data is None:
-                data = read_image_bytes(image_path) if image_path else b""
+                data = read_image_bytes(image_path, options.max_input_bytes) if image_path else b""
             image = normalize_image(data, options)
         except ImageRejected as rejected:
             rows.append({"item": index, "reason": rejected.reason})

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -15,6 +16,7 @@ from builders.report import REJECTED_NAME
 from builders.stages.options import STAGING
 from fdrd.errors import FdrdError
 from fdrd.manifest import MANIFEST_NAME, read_json, write_json_atomic
+from fdrd.untrusted import path_problem
 
 
 def _differences(old: dict[str, Any], new: dict[str, Any]) -> str:
@@ -22,13 +24,58 @@ def _differences(old: dict[str, Any], new: dict[str, Any]) -> str:
     return "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys) or "unknown"
 
 
-def _is_ours(path: Path) -> bool:
-    """Files and folders an FDRD build writes at the top of its output directory."""
-    if path.name in (MANIFEST_NAME, CARD_NAME, REJECTED_NAME, STAGING):
-        return True
-    if path.is_dir():
-        return all(p.suffix == ".parquet" or p.name.startswith(".") for p in path.iterdir())
-    return path.name.startswith(f".{MANIFEST_NAME}.tmp") or path.name.startswith(f".{REJECTED_NAME}.tmp")
+# Where a build records, before writing them, the shard files it is about to write under <out>/<domain>/
+# (relative to <out>): with the manifest's list, the only shard files a build may call its own.
+PLANNED_NAME = "planned.json"
+_TOP_FILES = (MANIFEST_NAME, CARD_NAME, REJECTED_NAME)
+
+
+def _temp_of(name: str, owned: set[str] | tuple[str, ...]) -> bool:
+    """A temporary file of an atomic write (`.<name>.tmp-<pid>`) of one of `owned`'s names."""
+    return name.startswith(".") and ".tmp-" in name and name[1:].rsplit(".tmp-", 1)[0] in owned
+
+
+def owned_shards(out: Path) -> set[str]:
+    """Shard files (relative to `out`) that a build in `out` wrote or was writing: those its manifest
+    lists and those its staging planned or finished. Nothing is inferred from names or extensions."""
+    owned: set[str] = set()
+    lists: list = []
+    try:
+        lists.append(json.loads((out / MANIFEST_NAME).read_text(encoding="utf-8")).get("shards"))
+    except (OSError, ValueError, AttributeError, RecursionError):
+        pass  # no readable manifest: only staging can vouch for shard files
+    for record in sorted((out / STAGING).glob(f"*/{PLANNED_NAME}")) + sorted((out / STAGING).glob("*/done.json")):
+        try:
+            value = json.loads(record.read_text(encoding="utf-8"))
+            lists.append(value.get("shards") if isinstance(value, dict) else value)
+        except (OSError, ValueError, RecursionError):
+            continue
+    for listed in lists:
+        for shard in listed if isinstance(listed, list) else []:
+            path = shard.get("path") if isinstance(shard, dict) else shard
+            if path_problem(path) is None and path.count("/") == 1:  # <domain>/<file>, never deeper or out
+                owned.add(path)
+    return owned
+
+
+def _strangers(out: Path, owned: set[str]) -> list[str]:
+    """Entries of `out` that no build wrote: anything but the top-level files, the staging folder, and
+    domain folders holding only owned shards (and their atomic-write temporaries)."""
+    folders = {path.split("/")[0] for path in owned}
+    strangers = []
+    for path in sorted(out.iterdir()):
+        name = path.name
+        if name in _TOP_FILES + (STAGING,) and not path.is_symlink():
+            continue
+        if _temp_of(name, _TOP_FILES):
+            continue
+        if name in folders and path.is_dir() and not path.is_symlink():
+            mine = {shard.split("/")[1] for shard in owned if shard.startswith(name + "/")}
+            strangers += [f"{name}/{p.name}" for p in sorted(path.iterdir())
+                          if p.is_dir() or p.is_symlink() or not (p.name in mine or _temp_of(p.name, mine))]
+            continue
+        strangers.append(name + ("/" if path.is_dir() else ""))
+    return strangers
 
 
 def _holds_build_files(out: Path) -> bool:
@@ -41,25 +88,38 @@ def _holds_build_files(out: Path) -> bool:
     return False
 
 
-def _clear_build(out: Path) -> None:
+def _clear_build(out: Path, owned: set[str]) -> None:
+    """Delete exactly what the previous build wrote (its files, its shards, its staging); a folder goes
+    only once empty."""
     # The manifest goes first: a half-cleared directory must never look like a finished build.
     (out / MANIFEST_NAME).unlink(missing_ok=True)
+    folders = {path.split("/")[0] for path in owned}
+    for folder in sorted(folders):
+        mine = {shard.split("/")[1] for shard in owned if shard.startswith(folder + "/")}
+        for path in sorted((out / folder).iterdir()) if (out / folder).is_dir() else []:
+            if path.is_file() and (path.name in mine or _temp_of(path.name, mine)):
+                path.unlink()
+        with contextlib.suppress(OSError):
+            (out / folder).rmdir()  # only when empty: anything left there is not ours
     for path in sorted(out.iterdir()):
-        if path.is_dir():
-            shutil.rmtree(path)
-        else:
+        if path.name in _TOP_FILES or _temp_of(path.name, _TOP_FILES):
             path.unlink()
+    shutil.rmtree(out / STAGING, ignore_errors=True)
 
 
 def prepare_out_dir(out: Path, identity: dict[str, Any], overwrite: bool) -> dict[str, Any] | None:
     """Make `out` ready for this build. Returns the manifest when `out` already holds exactly this
     finished build; refuses (FdrdError) a directory holding something else unless `overwrite`.
-    Called under BuildLock, which has already checked and created the directory `out`."""
-    strangers = [p.name for p in out.iterdir() if not _is_ours(p)]
+    Called under BuildLock, which has already checked and created the directory `out`. A build owns
+    only what its manifest or its staging lists (owned_shards); anything else in `out` is refused, with
+    or without --overwrite, and never deleted."""
+    owned = owned_shards(out)
+    strangers = _strangers(out, owned)
     if strangers:
         raise FdrdError(
-            f"--out {out} holds files that no FDRD build writes ({', '.join(strangers[:5])}); "
-            "choose an empty or new directory (--overwrite only replaces FDRD builds)"
+            f"--out {out} holds files that no FDRD build in it wrote ({', '.join(strangers[:5])}"
+            f"{', ...' if len(strangers) > 5 else ''}); choose an empty or new directory (--overwrite only "
+            "replaces what a previous build's manifest.json or staging lists)"
         )
     manifest_path = out / MANIFEST_NAME
     config_path = out / STAGING / "config.json"
@@ -79,9 +139,9 @@ def prepare_out_dir(out: Path, identity: dict[str, Any], overwrite: bool) -> dic
                 f"--out {out} holds a different build ({_differences(previous, identity)}); "
                 "pass --overwrite to replace it, or choose another --out"
             )
-        _clear_build(out)
+        _clear_build(out, owned)
     elif previous is not None and overwrite:
-        _clear_build(out)
+        _clear_build(out, owned)
     elif manifest_path.is_file():
         shutil.rmtree(out / STAGING, ignore_errors=True)  # killed while tidying up: finish the tidy-up
         return read_json(manifest_path)

@@ -9,9 +9,10 @@ from typing import Any
 from rich.progress import Progress
 
 from builders.report import RejectedInput
+from builders.stages.out_dir import PLANNED_NAME
 from builders.stages.staged import Staged, StagedImages, fdrd_row
 from builders.writer import plan_shards, write_shard
-from fdrd.manifest import row_digest, sha256_file
+from fdrd.manifest import row_digest, sha256_file, write_json_atomic
 
 
 def write_domain(
@@ -23,9 +24,11 @@ def write_domain(
     for entry in kept:
         by_split.setdefault(entry.item.split, []).append(entry)
     split_dir = out / domain
-    split_dir.mkdir(parents=True, exist_ok=True)
     plans = {split: plan_shards(split, [e.jpeg_bytes for e in rows], shard_bytes) for split, rows in by_split.items()}
     wanted = {p.name for shard_plans in plans.values() for p in shard_plans}
+    # Recorded before the first file exists: --overwrite deletes only shards a build listed (out_dir.py).
+    write_json_atomic(stage_dir / PLANNED_NAME, sorted(f"{domain}/{name}" for name in wanted))
+    split_dir.mkdir(parents=True, exist_ok=True)
     for stale in split_dir.iterdir():
         if stale.name not in wanted:  # an earlier interrupted writer's temp file
             stale.unlink()

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 
 from fdrd.cli import bench, build, captions, crawl, leaderboard, models, publish
-from fdrd.errors import FdrdError
+from fdrd.errors import FdrdError, os_error_message
 
 app = typer.Typer(
     name="fdrd",
@@ -32,5 +32,11 @@ def main() -> None:
         app()
     except FdrdError as error:
         Console(stderr=True).print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except OSError as error:  # disk full, read-only output, ...: the machine's state, not a bug
+        message = os_error_message(error)
+        if message is None:
+            raise
+        Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
         sys.exit(2)
 

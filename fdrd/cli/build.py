@@ -38,6 +38,7 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, help="Seed of the synthetic source and of the caption stage."),
         short_side: int = typer.Option(336, min=1, help="Shrink images so their short side is at most this."),
         jpeg_quality: int = typer.Option(95, min=1, max=100, help="JPEG quality of the stored images."),
+        max_input_mb: int = typer.Option(512, min=1, help="Input files larger than this (MiB) are rejected unread."),
         phash_threshold: int = typer.Option(4, min=0, max=32, help="Hamming distance (of 64 bits) for near duplicates."),
         overwrite: bool = typer.Option(False, help="Replace a different build already in --out."),
         captioner: str = typer.Option("auto", help="Caption stage: auto, none, template, vlm or fdrd-json."),
@@ -64,7 +65,8 @@ def register(app: typer.Typer) -> None:
             per_category=per_category,
             seed=seed,
             workers=workers,
-            normalize=NormalizeOptions(short_side=short_side, jpeg_quality=jpeg_quality),
+            normalize=NormalizeOptions(short_side=short_side, jpeg_quality=jpeg_quality,
+                                       max_input_bytes=max_input_mb * 2**20),
             phash_threshold=phash_threshold,
             captions=CaptionSettings(
                 captioner=captioner,

@@ -16,6 +16,7 @@ from rich.console import Console
 import builders.pipeline as pipeline
 import builders.stages.normalize_stage as normalize_stage
 import builders.stages.out_dir as out_dir
+import builders.stages.write_stage as write_stage
 from builders.pipeline import STAGING, BuildOptions, CaptionSettings, build
 from builders.validate import validate_build
 from fdrd.errors import FdrdError
@@ -88,19 +89,19 @@ def test_resume_redoes_only_missing_units(coop_root, tmp_path, monkeypatch):
     quiet = Console(quiet=True)
     uninterrupted = build(BuildOptions(**{**options.__dict__, "out": tmp_path / "whole"}), console=quiet)
 
-    real_write = pipeline.DomainBuilder._write
+    real_write = write_stage.write_shard
 
-    def crash_in_second_domain(self, staged, task):
-        if self.domain == "oxford_flowers":
+    def crash_in_second_domain(path, rows):
+        if Path(path).parent.name == "oxford_flowers":
             raise Crash("power cut while writing shards")
-        return real_write(self, staged, task)
+        return real_write(path, rows)
 
-    monkeypatch.setattr(pipeline.DomainBuilder, "_write", crash_in_second_domain)
+    monkeypatch.setattr(write_stage, "write_shard", crash_in_second_domain)
     with pytest.raises(Crash):
         build(options, console=quiet)
-    monkeypatch.setattr(pipeline.DomainBuilder, "_write", real_write)
+    monkeypatch.setattr(write_stage, "write_shard", real_write)
     # What a killed writer leaves behind: half-written temp files next to shards and staged chunks.
-    (out / "oxford_flowers").mkdir(exist_ok=True)
+    assert (out / "oxford_flowers").is_dir()
     (out / "oxford_flowers" / ".train-00000-of-00001.parquet.tmp-999").write_bytes(b"half")
     (out / STAGING / "oxford_flowers" / ".norm-00000.parquet.tmp-999").write_bytes(b"half")
 
