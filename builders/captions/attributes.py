@@ -19,7 +19,7 @@ from fdrd.errors import FdrdError
 from fdrd.schema import ATTRIBUTE_TYPES
 
 DEFAULT_VOCABULARY = Path(__file__).with_name("vocabulary.json")
-_KNOWN_KEYS = {"_about", "attributes", "domain_attributes", "synonyms", "head_nouns"}
+_KNOWN_KEYS = {"_about", "attributes", "domain_attributes", "synonyms", "head_nouns", "compound_heads"}
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,9 @@ class Vocabulary:
     domain_attributes: dict[str, dict[str, tuple[str, ...]]] = field(default_factory=dict)
     synonyms: tuple[frozenset[str], ...] = ()
     head_nouns: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # Nouns that a head noun modifies in a compound ("cat tree", "dog bed"): there the head noun
+    # names no animal, so category insertion leaves it alone and imports undo "Bengal tree".
+    compound_heads: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def for_domain(self, domain: str) -> dict[str, tuple[str, ...]]:
         """Entries per type that apply in `domain`: the shared ones plus the domain's own."""
@@ -46,6 +49,9 @@ class Vocabulary:
 
     def nouns_for(self, domain: str) -> tuple[str, ...]:
         return tuple(dict.fromkeys(self.head_nouns.get(domain, ()) + self.head_nouns.get("default", ())))
+
+    def compounds_for(self, domain: str) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(self.compound_heads.get(domain, ()) + self.compound_heads.get("default", ())))
 
     def are_synonyms(self, a: str, b: str) -> bool:
         return b.lower() in self.synonyms_of(a)
@@ -131,6 +137,7 @@ def load_vocabulary(extra_path: str | Path | None = None) -> Vocabulary:
     domain_attributes: dict[str, dict[str, tuple[str, ...]]] = {}
     synonyms: list[frozenset[str]] = []
     head_nouns: dict[str, tuple[str, ...]] = {}
+    compound_heads: dict[str, tuple[str, ...]] = {}
     for path in [DEFAULT_VOCABULARY] + ([Path(extra_path)] if extra_path else []):
         data = _read(path)
         attributes = _merge(attributes, _typed_entries(data.get("attributes", {}), f"{path}: attributes"))
@@ -146,7 +153,13 @@ def load_vocabulary(extra_path: str | Path | None = None) -> Vocabulary:
         if not isinstance(nouns, dict):
             raise FdrdError(f"{path}: head_nouns must be an object of domain -> list of nouns")
         head_nouns = _merge(head_nouns, {d: _entries(n, f"{path}: head_nouns.{d}") for d, n in nouns.items()})
-    return Vocabulary(attributes, domain_attributes, tuple(synonyms), head_nouns)
+        compounds = data.get("compound_heads") or {}
+        if not isinstance(compounds, dict):
+            raise FdrdError(f"{path}: compound_heads must be an object of domain -> list of nouns")
+        compound_heads = _merge(
+            compound_heads, {d: _entries(n, f"{path}: compound_heads.{d}") for d, n in compounds.items()}
+        )
+    return Vocabulary(attributes, domain_attributes, tuple(synonyms), head_nouns, compound_heads)
 
 
 # Masks for protected characters: a letter that no entry contains for letters and digits (so that

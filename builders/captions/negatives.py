@@ -29,6 +29,7 @@ from builders.captions.insert import (
     name_tokens,
     replace_name,
 )
+from builders.captions.repair import domain_checker
 from builders.taxonomy import Taxonomy
 
 
@@ -161,6 +162,7 @@ def make_negatives(
 
     counter = name_counter(taxonomy.categories)
     caption_counts, caption_inside = counter.counts(caption)
+    checker = domain_checker(domain, taxonomy.categories, vocabulary)
 
     def names_only(text: str, allowed: set[str]) -> bool:
         """The negative names no category more often than the caption except `allowed`, and no
@@ -179,6 +181,8 @@ def make_negatives(
             return False
         if not names_only(text, {name_key(named)} if kind == "category" else set()):
             return False
+        if checker.non_words(text) or checker.repeated_names(text):
+            return False  # what the audit would count: "a terrier scottish terrier", a glued name
         seen.add(text.lower())
         result.negatives.append({"text": text, "kind": kind, "category": named})
         return True
