@@ -39,7 +39,9 @@ from typing import Any
 
 from builders.captions.insert import loose_name_pattern, name_counter
 from builders.captions.repair import domain_checker
-from builders.taxonomy import build_taxonomy, name_key
+# Groupings of our own (semantic maps, spelling) are not the dataset's: released files are judged
+# only against meta-categories the dataset itself defines (NATURAL_RULES).
+from builders.taxonomy import NATURAL_RULES, build_taxonomy, name_key
 from fdrd.errors import FdrdError
 from fdrd.schema import COOP_DOMAINS
 
@@ -69,9 +71,6 @@ FILE_NAME_DOMAINS = {
     "dtd": "dtd",
     "ucf": "ucf101",
 }
-# Meta-categories derived from text similarity are our own grouping, not the dataset's: released
-# files are judged only against meta-categories the dataset itself defines.
-NOT_NATURAL_META = "text similarity"
 _KEY_CLASS = re.compile(r"^(?P<cls>.+?)(?:_image)?_\d+$")
 
 
@@ -250,7 +249,7 @@ def released_audit_input(path: Path, domain: str | None = None, data_root: Path 
     meta = None
     if classes:
         taxonomy = build_taxonomy(domain, classes, data_root)
-        if taxonomy.meta_source != NOT_NATURAL_META and any(taxonomy.meta_categories.values()):
+        if taxonomy.meta_rule in NATURAL_RULES and any(taxonomy.meta_categories.values()):
             meta = {name_key(c): taxonomy.meta_category(c) for c in classes}
     return AuditInput(str(path), domain, audit_records_, classes, meta)
 
