@@ -20,8 +20,8 @@ from rich.console import Console
 from rich.progress import track
 
 from builders.normalize import confirmed_near_duplicates
-from builders.pipeline import DEFAULT_PHASH_THRESHOLD, TRAINING_SPLITS
 from builders.report import read_rejected
+from builders.stages.options import DEFAULT_PHASH_THRESHOLD, TRAINING_SPLITS
 from fdrd.manifest import MANIFEST_FORMAT, content_hash, read_manifest, row_digest, sha256_file
 from fdrd.schema import arrow_schema, validate_record
 

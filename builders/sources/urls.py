@@ -1,4 +1,4 @@
-"""The `urls` source: a directory written by `fdrd crawl` (builders/crawl.py) as build input.
+"""The `urls` source: a directory written by `fdrd crawl` (builders/crawl/) as build input.
 
 Every row of the crawled list becomes a `SourceItem` whose `image_path` is the stored image, or a
 `Rejection` naming why its download failed (or that its shard has not been crawled yet), so the
@@ -14,8 +14,8 @@ import hashlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from builders.crawl_lists import UrlRow
-from builders.crawl_store import CrawlStore
+from builders.crawl.lists import UrlRow
+from builders.crawl.store import CrawlStore
 from builders.sources import check_domains
 from builders.sources.base import Rejection, SourceItem
 from builders.taxonomy import Taxonomy, build_taxonomy, name_key

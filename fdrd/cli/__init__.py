@@ -11,7 +11,7 @@ import sys
 import typer
 from rich.console import Console
 
-from fdrd.cli import bench, build, captions, crawl, models
+from fdrd.cli import bench, build, captions, crawl, leaderboard, models, publish
 from fdrd.errors import FdrdError
 
 app = typer.Typer(
@@ -22,7 +22,7 @@ app = typer.Typer(
     add_completion=False,
 )
 
-for area in (build, captions, crawl, models, bench):
+for area in (build, captions, crawl, models, bench, leaderboard, publish):
     area.register(app)
 
 

@@ -14,6 +14,8 @@ import pytest
 from rich.console import Console
 
 import builders.pipeline as pipeline
+import builders.stages.normalize_stage as normalize_stage
+import builders.stages.out_dir as out_dir
 from builders.pipeline import STAGING, BuildOptions, CaptionSettings, build
 from builders.validate import validate_build
 from fdrd.errors import FdrdError
@@ -103,8 +105,8 @@ def test_resume_redoes_only_missing_units(coop_root, tmp_path, monkeypatch):
     (out / STAGING / "oxford_flowers" / ".norm-00000.parquet.tmp-999").write_bytes(b"half")
 
     normalized = []
-    real_normalize = pipeline.normalize_chunk
-    monkeypatch.setattr(pipeline, "normalize_chunk", lambda path, items, opts: normalized.append(path) or real_normalize(path, items, opts))
+    real_normalize = normalize_stage.normalize_chunk
+    monkeypatch.setattr(normalize_stage, "normalize_chunk", lambda path, items, opts: normalized.append(path) or real_normalize(path, items, opts))
     resumed = build(options, console=quiet)
     assert normalized == []  # every chunk was already staged; pets was not rebuilt either
     assert resumed["content_hash"] == uninterrupted["content_hash"]
@@ -150,7 +152,7 @@ def test_forked_workers_do_not_keep_the_directory_locked(tmp_path):
     ready, stop = context.Event(), context.Event()
 
     def worker():  # what a pool worker does first, then it outlives its parent's lock
-        pipeline._close_inherited_locks()
+        out_dir.close_inherited_locks()
         ready.set()
         stop.wait(30)
 

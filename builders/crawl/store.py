@@ -1,7 +1,7 @@
 """On-disk state of a crawl: content-addressed images, per-shard results, and the crawl manifest.
 
     DIR/crawl.json                 the list it was crawled from (path, sha256, rows) and the shard size
-    DIR/urls.jsonl                 the list's rows (builders/crawl_lists.UrlRow), read by the urls source
+    DIR/urls.jsonl                 the list's rows (builders/crawl/lists.UrlRow), read by the urls source
     DIR/images/ab/abcd....jpg      every stored image, named by its sha256 (identical images stored once)
     DIR/shards/00007.partial.jsonl results of shard 7 so far, one line per finished URL (the resume journal)
     DIR/shards/00007.jsonl         results of shard 7 once every URL of it has ended (written atomically)
@@ -22,7 +22,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from builders.crawl_lists import UrlRow
+from builders.crawl.lists import UrlRow
 from fdrd.errors import FdrdError
 from fdrd.manifest import write_json_atomic, write_manifest, write_text_atomic
 

@@ -5,7 +5,7 @@ a range of them, so several machines can split one list. Within a run, `concurre
 one queue of every pending URL of the range (a shard boundary never idles workers), at most
 `per_host` of them talk to one host at a time, and each finished URL is appended to its shard's
 journal at once, so a killed run refetches only URLs that had not ended. Images are stored by
-sha256 (builders/crawl_store.py); normalization happens later, in the build, like for every source.
+sha256 (store.py); normalization happens later, in the build, like for every source.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from builders.crawl_fetch import (
+from builders.crawl.fetch import (
     TRANSIENT_REASONS,
     FetchPolicy,
     FetchResult,
@@ -28,8 +28,8 @@ from builders.crawl_fetch import (
     fetch_image,
     image_kind,
 )
-from builders.crawl_lists import UrlRow, read_url_list
-from builders.crawl_store import CrawlStore
+from builders.crawl.lists import UrlRow, read_url_list
+from builders.crawl.store import CrawlStore
 from fdrd.errors import FdrdError
 from fdrd.manifest import sha256_file
 
