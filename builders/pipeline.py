@@ -82,6 +82,7 @@ def build(options: BuildOptions, console: Console | None = None) -> dict[str, An
         domains=list(options.domains) if options.domains else None,
         seed=options.seed,
         per_category=options.per_category,
+        meta_encoder=options.meta_encoder,
     )
     domains = source.domains()
     out = Path(options.out)
@@ -96,6 +97,9 @@ def build(options: BuildOptions, console: Console | None = None) -> dict[str, An
             return finished
         with _progress(console) as progress:
             results = {domain: DomainBuilder(options, source, domain, progress).run() for domain in domains}
+        for domain in domains:  # which rule made each domain's meta-categories, for the manifest
+            taxonomy = source.taxonomy(domain)
+            results[domain]["meta_categories"] = {"rule": taxonomy.meta_rule, "source": taxonomy.meta_source}
         return _finish(out, identity, results)
 
 
@@ -119,6 +123,7 @@ def _finish(out: Path, identity: dict[str, Any], results: dict[str, dict[str, An
                 "leaks": result["leaks"],
                 "captions": result["captions"],
                 "captioner": result["captioner"],
+                "meta_categories": result["meta_categories"],
             }
             for domain, result in results.items()
         },
