@@ -39,6 +39,7 @@ from typing import Any
 
 from builders.captions.insert import loose_name_pattern, name_counter
 from builders.captions.repair import domain_checker
+
 # Groupings of our own (semantic maps, spelling) are not the dataset's: released files are judged
 # only against meta-categories the dataset itself defines (NATURAL_RULES).
 from builders.taxonomy import NATURAL_RULES, build_taxonomy, name_key

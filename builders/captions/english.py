@@ -152,7 +152,7 @@ class CaptionChecker:
         class name right after one of its own words ("terrier scottish terrier", "Boeing Boeing 717")."""
         found = []
         mentions = self.mentions(text)
-        for (s1, e1, n1), (s2, e2, n2) in zip(mentions, mentions[1:]):
+        for (s1, e1, n1), (s2, e2, n2) in zip(mentions, mentions[1:], strict=False):
             if text[e1:s2].strip() == "" and _same_noun(text[s1:e1], text[s2:e2]):
                 # "passion flower flower": the generic word goes; "beagle beagle": the first copy.
                 drop = (e1, e2) if n1 in self.classes and n2 not in self.classes else (s1, s2)

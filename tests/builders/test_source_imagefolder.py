@@ -8,8 +8,8 @@ from collections import Counter
 import pytest
 
 from builders.sources.base import Rejection, SourceItem
-from builders.taxonomy import SpellingGroupsWarning
 from builders.sources.imagefolder import HASH_SPLIT_BOUNDS, ImageFolderSource, hash_split
+from builders.taxonomy import SpellingGroupsWarning
 from fdrd.errors import FdrdError
 
 ALL = ["train", "val", "test"]

@@ -12,6 +12,7 @@ import json
 
 import pytest
 
+from builders.class_names import readable_class_name
 from builders.taxonomy import (
     RULE_KINDS,
     TAXONOMY_DIR,
@@ -21,7 +22,6 @@ from builders.taxonomy import (
     name_key,
     shipped_map,
 )
-from builders.class_names import readable_class_name
 from fdrd.schema import COOP_DOMAINS
 from tests.builders.coop_class_names import COOP_CLASS_NAMES
 
