@@ -52,6 +52,7 @@ def resolve_source(
         else:
             name = "imagefolder"
     domain_list = list(domains) if domains is not None else None
+    encoder = {"meta_encoder": meta_encoder} if meta_encoder else {}
     if name == "synthetic":
         from builders.sources.synthetic import SyntheticSource
 
@@ -65,10 +66,10 @@ def resolve_source(
     if name == "imagefolder":
         from builders.sources.imagefolder import ImageFolderSource
 
-        return ImageFolderSource(root, domains=domain_list, meta_encoder=meta_encoder, **options)
+        return ImageFolderSource(root, domains=domain_list, **encoder, **options)
     from builders.sources.urls import UrlSource  # written by the crawler's owner
 
-    return UrlSource(root, domains=domain_list, meta_encoder=meta_encoder, **options)
+    return UrlSource(root, domains=domain_list, **encoder, **options)
 
 
 def check_domains(requested: Sequence[str] | None, known: Sequence[str], where: str) -> list[str]:
