@@ -85,6 +85,7 @@ def build(options: BuildOptions, console: Console | None = None) -> dict[str, An
         domains=list(options.domains) if options.domains else None,
         seed=options.seed,
         per_category=options.per_category,
+        meta_encoder=options.meta_encoder,
     )
     domains = source.domains()
     out = Path(options.out)
@@ -99,6 +100,9 @@ def build(options: BuildOptions, console: Console | None = None) -> dict[str, An
             return _succeeded(finished, out)
         with _progress(console) as progress:
             results = {domain: DomainBuilder(options, source, domain, progress).run() for domain in domains}
+        for domain in domains:  # which rule made each domain's meta-categories, for the manifest
+            taxonomy = source.taxonomy(domain)
+            results[domain]["meta_categories"] = {"rule": taxonomy.meta_rule, "source": taxonomy.meta_source}
         expected = expected_splits(source.name, requested_splits(options.split))
         manifest = _finish(out, identity, results, expected)
     for domain, info in manifest["domains"].items():
@@ -139,6 +143,7 @@ def _finish(
             "leaks": result["leaks"],
             "captions": result["captions"],
             "captioner": result["captioner"],
+            "meta_categories": result["meta_categories"],
             "attribute_annotations": _attribute_annotations(result["rows_with_attributes"], rows),
             "licenses": result["licenses"],
             "empty_splits": empty,

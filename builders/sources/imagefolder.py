@@ -2,7 +2,8 @@
 
 One domain per root, named after the folder (or the `domain` option). Categories are the
 sub-folder names in sorted order (category_id = position); an optional `root/meta.json` maps every
-category folder name to its meta-category. Without split folders, each image's split follows from a
+category folder name to its meta-category; without it, categories are grouped by the CLIP text
+encoder `meta_encoder` names, else by spelling with a warning (builders/taxonomy.py). Without split folders, each image's split follows from a
 hash of its path relative to the root: 70% train, 10% val, 20% test, stable when files are added.
 """
 
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from builders.sources import check_splits
 from builders.sources.base import Rejection, SourceItem
-from builders.taxonomy import Taxonomy
+from builders.taxonomy import Taxonomy, group_by_meaning
 from fdrd.errors import FdrdError
 from fdrd.untrusted import read_json_file
 
@@ -39,7 +40,8 @@ def readable_folder_name(folder: str) -> str:
 class ImageFolderSource:
     name = "imagefolder"
 
-    def __init__(self, data_root: Path, domains: Sequence[str] | None = None, domain: str | None = None):
+    def __init__(self, data_root: Path, domains: Sequence[str] | None = None, domain: str | None = None,
+                 meta_encoder: str | None = None):
         self.root = Path(data_root)
         if not self.root.is_dir():
             raise FdrdError(f"{self.root}: not a folder; an image folder is <root>/<category>/<images>")
@@ -58,12 +60,11 @@ class ImageFolderSource:
         if len(set(names)) != len(names):
             raise FdrdError(f"{self.root}: two category folders give the same name after replacing '_' by spaces")
         meta = self._read_meta(folders)
-        self._taxonomy = Taxonomy(
-            self.domain,
-            names,
-            {readable_folder_name(f): meta.get(f, "") for f in folders},
-            META_FILE if meta else "none (no meta.json)",
-        )
+        if meta:
+            self._taxonomy = Taxonomy(self.domain, names, {readable_folder_name(f): meta[f] for f in folders},
+                                      META_FILE, meta_rule="user file")
+        else:
+            self._taxonomy = group_by_meaning(self.domain, names, meta_encoder)
         self._files = self._list_files()
 
     def _read_meta(self, folders: list[str]) -> dict[str, str]:

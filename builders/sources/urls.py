@@ -40,7 +40,9 @@ class UrlSource:
     name = "urls"
 
     def __init__(self, data_root: str | Path, domains: Sequence[str] | None = None,
-                 split_fractions: dict[str, float] | None = None):
+                 split_fractions: dict[str, float] | None = None, meta_encoder: str | None = None):
+        self.meta_encoder = meta_encoder  # groups categories by meaning when the list gives none
+        self._taxonomies: dict[str, Taxonomy] = {}  # an encoder is loaded once per domain, not per call
         self.root = Path(data_root)
         self.store = CrawlStore(self.root)
         self.shard_size = self.store.config()["shard_size"]  # FdrdError when not a crawl output
@@ -75,6 +77,11 @@ class UrlSource:
     def taxonomy(self, domain: str) -> Taxonomy:
         """Categories sorted by name (ids stay put when rows are appended in any order); meta-
         categories from the list's `meta_category` column, else derived like any other domain's."""
+        if domain not in self._taxonomies:
+            self._taxonomies[domain] = self._make_taxonomy(domain)
+        return self._taxonomies[domain]
+
+    def _make_taxonomy(self, domain: str) -> Taxonomy:
         rows = [row for row in self._domain_rows(domain) if row.category]
         categories = tuple(sorted({row.category for row in rows}, key=lambda c: (name_key(c), c)))
         meta: dict[str, str] = {}
@@ -88,8 +95,8 @@ class UrlSource:
                 )
         if meta:
             return Taxonomy(domain, categories, {c: meta.get(c, "") for c in categories},
-                            "meta_category column of the URL list")
-        return build_taxonomy(domain, categories)
+                            "meta_category column of the URL list", meta_rule="user file")
+        return build_taxonomy(domain, categories, encoder=self.meta_encoder)
 
     def count_items(self, domain: str, splits: Sequence[str]) -> int:
         wanted = set(splits)

@@ -50,6 +50,8 @@ class BuildOptions:
     captions: CaptionSettings = field(default_factory=CaptionSettings)
     caption_cache_dir: Path | None = None  # default: <out>/.fdrd-build/caption-cache
     overwrite: bool = False
+    # Image-folder and URL sources: the CLIP text encoder that groups classes by meaning.
+    meta_encoder: str | None = None
 
 
 def requested_splits(split: str) -> tuple[str, ...]:
@@ -72,6 +74,7 @@ def build_identity(options: BuildOptions, source_name: str, domains: Sequence[st
         "splits": list(requested_splits(options.split)),
         "per_category": options.per_category,
         "seed": options.seed,
+        "meta_encoder": options.meta_encoder,
         "normalize": asdict(options.normalize),
         "phash_threshold": options.phash_threshold,
         "shard_bytes": options.shard_bytes,

@@ -53,6 +53,9 @@ def register(app: typer.Typer) -> None:
         gpus: int = typer.Option(None, min=0, help="Caption stage: one captioning process per GPU (0: default device)."),
         caption_batch_size: int = typer.Option(None, min=1, help="Images per caption-model batch."),
         negatives: int = typer.Option(4, min=0, help="Negatives per row."),
+        meta_encoder: str = typer.Option(
+            None, help="CLIP checkpoint (Hub id or folder) grouping image-folder and URL classes into meta-categories by meaning."
+        ),
     ) -> None:
         """Build FDRD shards, card and manifest into --out; rerun with the same options to resume."""
         from builders.normalize import NormalizeOptions
@@ -83,6 +86,7 @@ def register(app: typer.Typer) -> None:
                 negatives=negatives,
             ),
             overwrite=overwrite,
+            meta_encoder=meta_encoder,
         )
         console = Console()
         try:

@@ -38,8 +38,12 @@ def pets_records(images: Path) -> dict:
             positive.replace(breed, others[(n + 1) % 3]),
             positive.replace(breed, others[(n + 1) % 3]),  # duplicate
         ]
+        if n == 1:
+            # "cat" -> "Bengal" where the VLM wrote "Bengal cat": the name twice, back to back.
+            positive = positive.replace(breed, f"{breed} {breed}", 1)
         if n == 0:
-            # The positive also names another breed, and every swap replaced that one instead.
+            # The positive also names another breed, and every swap replaced that one instead
+            # (the import refuses this record: it cannot tell which breed is shown).
             positive += f" A {others[0]} poster hangs behind."
             negatives = [positive.replace(others[0], b) for b in breeds if b not in (breed, others[0])]
         records[key] = {"file_name": key, "file_path": f"{AUTHORS_ROOT}/oxford_pets/images/{path.name}",
