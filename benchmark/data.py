@@ -196,8 +196,10 @@ class SplitBatches:
             )
         self.image_features = image_features
         needs = method.training_batch_needs() if training else None
-        self.negatives = NegativeSampler.from_dataset(dataset, needs.negatives) if needs and needs.negatives else None
-        self.category_id_of = dict(zip(dataset["category"], dataset["category_id"], strict=True))
+        self.negatives = None
+        if needs is not None and needs.negatives:
+            self.negatives = NegativeSampler.from_dataset(dataset, needs.negatives)
+            self.category_id_of = dict(zip(dataset["category"], dataset["category_id"], strict=True))
         self.teacher_view = needs.teacher_features if needs else None
         self._teacher_original: torch.Tensor | None = None
 
@@ -225,7 +227,8 @@ class SplitBatches:
             batch["image_features"] = self.image_features[indices].to(device)
         elif self.augment:
             images = self.dataset.select_columns(["image"])[rows]["image"]
-            batch["pixel_values"] = augmented_pixels(images, self.method.backbone, random.Random(f"augment:{draw}")).to(device)
+            views = augmented_pixels(images, self.method.backbone, random.Random(f"augment:{draw}"))
+            batch["pixel_values"] = views.to(device)
         else:
             batch["pixel_values"] = pixel_values(self.method, self.dataset, rows).to(device)
         if self.negatives is not None:
@@ -237,17 +240,20 @@ class SplitBatches:
     def _negatives(self, rows: list[int], rng: random.Random, device) -> dict[str, Any]:
         m = self.negatives.m
         drawn = [self.negatives.draw(row, rng) for row in rows]
-        texts = [[negative.text for negative in found] + [""] * (m - len(found)) for found in drawn]
+        empty = [m - len(found) for found in drawn]
+        texts = [[n.text for n in found] + [""] * gap for found, gap in zip(drawn, empty, strict=True)]
+        kinds = [[KINDS.index(n.kind) for n in found] + [-1] * gap for found, gap in zip(drawn, empty, strict=True)]
+        categories = [[self.category_id_of.get(n.category, -1) for n in found] + [-1] * gap
+                      for found, gap in zip(drawn, empty, strict=True)]
         tokens = self.method.tokenize([text for row in texts for text in row])
-        kinds = [[KINDS.index(n.kind) for n in found] + [-1] * (m - len(found)) for found in drawn]
-        categories = [[self.category_id_of.get(n.category, -1) for n in found] + [-1] * (m - len(found)) for found in drawn]
+        kind_ids = torch.tensor(kinds, dtype=torch.long).view(len(rows), m)
         return {
             "negative_texts": texts,
             "negative_input_ids": tokens["input_ids"].to(device),
             "negative_attention_mask": tokens["attention_mask"].to(device),
             "negative_category_id": torch.tensor(categories, dtype=torch.long).view(len(rows), m).to(device),
-            "negative_kind": torch.tensor(kinds, dtype=torch.long).view(len(rows), m).to(device),
-            "negative_mask": torch.tensor([[k >= 0 for k in row] for row in kinds], dtype=torch.bool).view(len(rows), m).to(device),
+            "negative_kind": kind_ids.to(device),
+            "negative_mask": (kind_ids >= 0).to(device),
         }
 
     @torch.no_grad()

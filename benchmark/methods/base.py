@@ -7,7 +7,8 @@ The trainer only ever talks to this interface, so MaPLe or DCAR are one new file
 Image side in two halves: `frozen_image_features` (what the frozen, prompt-free backbone makes of the
 pixels) and `images_from_features` (the trainable rest, then L2 norm). When `frozen_prompt_free_images`
 is True and the config does not augment, the trainer may compute the first half once per image and
-feed `batch["image_features"]` (`Method.uses_feature_cache`).
+feed `batch["image_features"]` (`Method.uses_feature_cache`). What a method's training batches carry
+beyond that (DCAR's negatives and teacher features) it declares with `training_batch_needs()`.
 
 Config fields say where their default comes from: `why` (a published recipe), `choice` (this
 toolkit's own reading where the paper is silent, the [choice] points of docs/dcar-method.md) and

@@ -55,7 +55,7 @@ def tiny_backbone(tiny_clip_dir):
 # of the 64 px image tokens), text, vision and projection widths all different; cached in $FDRD_CACHE
 # (default ~/.cache/fdrd) so later sessions reuse it.
 TEST_PRETRAIN = {"steps": 100, "batch_size": 64, "lr": 2e-3, "warmup_steps": 10}
-TEST_PRETRAIN_SPEC = {"image_size": 32, "text_width": 48, "vision_width": 64, "embed_dim": 32}
+TEST_PRETRAIN_SPEC = {"image_size": 32, "text_width": 64, "vision_width": 96, "embed_dim": 80}
 
 
 @pytest.fixture(scope="session")
