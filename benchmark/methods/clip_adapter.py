@@ -44,7 +44,8 @@ class ClipAdapter(Method):
     # The adapter acts on the frozen image embedding, so that embedding can be cached.
     frozen_prompt_free_images: ClassVar[bool] = True
     presets: ClassVar[dict[str, Preset]] = {
-        "quick": Preset({"epochs": 20}, "offline demo on a tiny CPU model: 20 epochs instead of 200"),
+        "quick": Preset({"epochs": 50}, "offline demo on a tiny CPU model: CoOp's shortest schedule (50 "
+                        "epochs) instead of 200"),
     }
 
     def __init__(self, backbone, config: ClipAdapterConfig):

@@ -66,7 +66,8 @@ class CoOp(Method):
     config_class: ClassVar[type[MethodConfig]] = CoOpConfig
     frozen_prompt_free_images: ClassVar[bool] = True
     presets: ClassVar[dict[str, Preset]] = {
-        "quick": Preset({"epochs": 20}, "offline demo on a tiny CPU model: 20 epochs instead of CoOp's 200"),
+        "quick": Preset({"epochs": 50}, "offline demo on a tiny CPU model: CoOp's shortest schedule (its 1-shot "
+                        "50 epochs) instead of 200"),
     }
 
     def __init__(self, backbone, config: CoOpConfig):

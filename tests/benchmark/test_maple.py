@@ -41,8 +41,8 @@ def test_defaults_are_maples_public_recipe():
     assert (config.optimizer, config.lr, config.momentum, config.weight_decay) == ("sgd", 0.0035, 0.9, 5e-4)
     assert (config.batch_size, config.epochs, config.warmup_epochs, config.warmup_lr) == (4, 5, 1, 1e-5)
     assert config.augment is True and config.prompt_init_std == 0.02
-    assert "quick" in get_method("maple").presets
-    assert resolve_run("maple", preset="quick").config.epochs < config.epochs
+    # The recipe's 5 epochs fit the offline demo (perf/method_step_time.py): its quick preset keeps them.
+    assert resolve_run("maple", preset="quick").config == config
 
 
 def test_uses_no_feature_cache(tiny_backbone):
