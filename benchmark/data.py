@@ -21,7 +21,7 @@ import torch
 from benchmark.augment import augmented_pixels
 from benchmark.negatives import KINDS, NegativeSampler
 from fdrd.errors import FdrdError
-from fdrd.manifest import MANIFEST_NAME, read_manifest
+from fdrd.manifest import MANIFEST_NAME, read_build_manifest, verify_build
 
 TRAIN_SPLIT = "train"
 TEST_SPLIT = "test"
@@ -30,16 +30,21 @@ TEACHER_CHUNK = 64
 
 
 def check_data_dir(data_dir: str | Path) -> dict[str, Any]:
-    """The directory's manifest, or an FdrdError saying what is missing and how to make it."""
+    """The directory's manifest, or an FdrdError saying what is missing and how to make it. The shards
+    must be the ones the manifest lists (sizes and sha256) and README.md must load exactly those, so that
+    the manifest's content hash, which results cite, describes the data read."""
     path = Path(data_dir)
     if not path.is_dir():
         raise FdrdError(f"{path}: no such dataset directory; build one with `fdrd build --out {path}`")
     if not (path / MANIFEST_NAME).is_file():
         raise FdrdError(f"{path}: no {MANIFEST_NAME}; is this a directory written by `fdrd build`?")
-    try:
-        return read_manifest(path)
-    except ValueError as error:
-        raise FdrdError(str(error)) from error
+    manifest = read_build_manifest(path)
+    problems = verify_build(path, manifest, reuse=True)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise FdrdError(f"{path}: files differ from {MANIFEST_NAME}: {problems[0]}{more}; run `fdrd validate "
+                        f"{path}` for the full list, and rebuild the dataset before benchmarking on it")
+    return manifest
 
 
 def available_domains(data_dir: str | Path) -> list[str]:

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
 
-from benchmark.checkpoint import LATEST_NAME, PARAMETERS_NAME, STATE_NAME
+from benchmark.checkpoint import LATEST_NAME, PARAMETERS_NAME, read_state
 from benchmark.data import SplitBatches, available_domains, load_split
 from benchmark.feature_cache import FeatureCache
 from benchmark.methods.base import Method, MethodConfig, get_method, resolve_config
@@ -105,7 +105,7 @@ def test_checkpoint_holds_trainable_parameters_only(tiny_backbone, train_split, 
     trainable = {name for name, p in coop.named_parameters() if p.requires_grad}
     assert set(saved) == trainable and not any(name.startswith("backbone") for name in saved)
     assert torch.equal(saved["ctx"], coop.ctx.detach())
-    state = torch.load(epoch_dir / STATE_NAME, weights_only=False)
+    state = read_state(epoch_dir)
     assert torch.equal(state["data_order"], epoch_order(1, 0, len(batches)))
     assert {"optimizer", "scheduler", "rng", "global_step", "fingerprint"} <= set(state)
     assert (tmp_path / LATEST_NAME).is_file()

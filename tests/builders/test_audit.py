@@ -63,6 +63,10 @@ EXPECTED_PLANTED = {
     "in_word_replacements": 2,
     "true_class_survives": 1,
     "cross_meta_category": 3,  # Bengal for a great pyrenees, Persian for a basset hound, Great Pyrenees for a Persian
+    # "sgreat pyreneestered" (the positive), "spugtered" and "sBengaltered" (two negatives).
+    "non_words": 3,
+    "repeated_names": 0,
+    "names_other_class": 1,  # the basset hound called a beagle
 }
 
 

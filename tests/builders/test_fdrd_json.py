@@ -257,21 +257,3 @@ def test_importing_the_real_released_files_leaves_no_defect(tmp_path, file_name)
         assert result.report["in_word_classes_repaired"] > 0
         for it in items:
             assert not any(inside_word(it.caption, *m.span()) for m in loose_name_pattern(it.category).finditer(it.caption))
-
-
-@pytest.mark.parametrize(
-    ("positive", "category", "domain", "meta", "expected", "count"),
-    [
-        ("A Abyssinian near sAbyssiniantered toys.", "Abyssinian", "oxford_pets", "cat",
-         "A Abyssinian near scattered toys.", 1),
-        ("A beagle playing beaglegedly.", "beagle", "oxford_pets", "dog", "A beagle playing doggedly.", 1),
-        ("Two Bengals and a Bengal.", "Bengal", "oxford_pets", "cat", "Two Bengals and a Bengal.", 0),
-        ("Other air707-320 airplanes; Aero707-320 too.", "707-320", "fgvc_aircraft", "707",
-         "Other airplane airplanes; Aeroplane too.", 2),
-        ("A rosebud.", "rose", "oxford_flowers", "", "A rosebud.", 0),
-    ],
-)
-def test_repair_in_word_class(positive, category, domain, meta, expected, count):
-    from builders.captions.fdrd_json import repair_in_word_class
-
-    assert repair_in_word_class(positive, category, domain, meta) == (expected, count)
