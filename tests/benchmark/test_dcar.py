@@ -331,28 +331,57 @@ def test_a_few_steps_lower_the_loss(tiny_backbone, make_toy_split):
     assert fixed_loss() < before - 0.05
 
 
-def fresh_run(backbone, split, overrides):
+def fresh_run(backbone, split, name, overrides):
     torch.manual_seed(3)
-    method = build("dcar", backbone, **overrides)
+    method = build(name, backbone, **overrides)
     return method, SplitBatches(split, method, training=True)
 
 
-def test_resume_is_bit_identical(tiny_backbone, make_toy_split, tmp_path):
+@pytest.mark.parametrize("name", ["dcar", "maple"])
+def test_resume_is_bit_identical(tiny_backbone, make_toy_split, tmp_path, name):
     """Augmentation, on-the-fly negatives and teacher/student draws all survive a restart."""
     split = make_toy_split(METAS, per_category=2)
     overrides = {"epochs": 2, "batch_size": 4, "lr": 0.05}
-    method, batches = fresh_run(tiny_backbone, split, overrides)
+    method, batches = fresh_run(tiny_backbone, split, name, overrides)
     whole = train(method, batches, seed=3, device=CPU, checkpoint_dir=tmp_path / "whole")
     expected = {name: p.detach().clone() for name, p in method.named_parameters() if p.requires_grad}
 
-    first, batches = fresh_run(tiny_backbone, split, overrides)
+    first, batches = fresh_run(tiny_backbone, split, name, overrides)
     train(first, batches, seed=3, device=CPU, checkpoint_dir=tmp_path / "split", stop_after_epochs=1)
     torch.rand(17)  # something else draws in between, as a new process would
-    second, batches = fresh_run(tiny_backbone, split, overrides)
+    second, batches = fresh_run(tiny_backbone, split, name, overrides)
     rest = train(second, batches, seed=3, device=CPU, checkpoint_dir=tmp_path / "split", resume=True)
     assert rest.resumed_from_epoch == 1 and rest.loss_per_epoch == whole.loss_per_epoch
     for name, parameter in second.named_parameters():
         if parameter.requires_grad:
             assert torch.equal(parameter, expected[name]), name
-    untouched, _ = fresh_run(tiny_backbone, split, overrides)
+    untouched, _ = fresh_run(tiny_backbone, split, name, overrides)
     assert any(not torch.equal(p, expected[n]) for n, p in untouched.named_parameters() if p.requires_grad)
+
+
+# ------------------------------------------------------------------ the teacher's images
+def test_teacher_features_are_of_the_original_image_or_of_the_trained_view(tiny_backbone, make_toy_split):
+    split = make_toy_split(METAS, per_category=2)
+    rows = [1, 4, 8]
+    originals = frozen_hand_image(tiny_backbone, tiny_backbone.preprocess([split[i]["image"] for i in rows])).float()
+    original = SplitBatches(split, build("dcar", tiny_backbone), training=True)
+    torch.manual_seed(0)
+    batch = original.batch(rows)
+    torch.testing.assert_close(batch["teacher_image_features"], originals, atol=1e-5, rtol=0)
+    assert not torch.allclose(frozen_hand_image(tiny_backbone, batch["pixel_values"]).float(), originals, atol=1e-3)
+    augmented = SplitBatches(split, build("dcar", tiny_backbone, teacher_view="augmented"), training=True)
+    torch.manual_seed(0)
+    batch = augmented.batch(rows)
+    torch.testing.assert_close(batch["teacher_image_features"],
+                               frozen_hand_image(tiny_backbone, batch["pixel_values"]).float(), atol=1e-5, rtol=0)
+
+
+def test_blank_images(tiny_backbone):
+    from PIL import Image
+
+    size = tiny_backbone.image_size
+    mean = build("dcar", tiny_backbone).blank_features
+    torch.testing.assert_close(mean.double(), frozen_hand_image(tiny_backbone, torch.zeros(1, 3, size, size))[0])
+    black = build("dcar", tiny_backbone, blank_image="black").blank_features
+    pixels = tiny_backbone.preprocess([Image.new("RGB", (size, size), (0, 0, 0))])
+    torch.testing.assert_close(black.double(), frozen_hand_image(tiny_backbone, pixels)[0], atol=1e-5, rtol=0)
