@@ -344,7 +344,7 @@ def test_resume_is_bit_identical(tiny_backbone, make_toy_split, tmp_path, name):
     overrides = {"epochs": 2, "batch_size": 4, "lr": 0.05}
     method, batches = fresh_run(tiny_backbone, split, name, overrides)
     whole = train(method, batches, seed=3, device=CPU, checkpoint_dir=tmp_path / "whole")
-    expected = {name: p.detach().clone() for name, p in method.named_parameters() if p.requires_grad}
+    expected = {key: p.detach().clone() for key, p in method.named_parameters() if p.requires_grad}
 
     first, batches = fresh_run(tiny_backbone, split, name, overrides)
     train(first, batches, seed=3, device=CPU, checkpoint_dir=tmp_path / "split", stop_after_epochs=1)
@@ -352,9 +352,9 @@ def test_resume_is_bit_identical(tiny_backbone, make_toy_split, tmp_path, name):
     second, batches = fresh_run(tiny_backbone, split, name, overrides)
     rest = train(second, batches, seed=3, device=CPU, checkpoint_dir=tmp_path / "split", resume=True)
     assert rest.resumed_from_epoch == 1 and rest.loss_per_epoch == whole.loss_per_epoch
-    for name, parameter in second.named_parameters():
+    for key, parameter in second.named_parameters():
         if parameter.requires_grad:
-            assert torch.equal(parameter, expected[name]), name
+            assert torch.equal(parameter, expected[key]), key
     untouched, _ = fresh_run(tiny_backbone, split, name, overrides)
     assert any(not torch.equal(p, expected[n]) for n, p in untouched.named_parameters() if p.requires_grad)
 
