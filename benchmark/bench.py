@@ -108,7 +108,8 @@ def run_bench(options: BenchOptions, console: Console | None = None) -> list[dic
 
     console = console or Console(quiet=True)
     method_cls = get_method(options.method)
-    config = resolve_config(method_cls, options.overrides)
+    # CoOp-style schedules depend on the shots (the bench-ranking branch resolves them from the shots drawn).
+    config = resolve_config(method_cls, options.overrides).for_shots(options.shots)
     if not options.seeds:
         raise FdrdError("--seeds: give at least one seed, e.g. --seeds 1,2,3")
     if options.eval_batch_size < 1:
@@ -144,9 +145,10 @@ def run_bench(options: BenchOptions, console: Console | None = None) -> list[dic
                     where=f"{options.data} domain {domain!r} split {TRAIN_SPLIT!r}",
                 )
                 began = time.perf_counter()
-                features = _cached_features(method, shots, cache, device, precision, options, console, "train")
+                features = _cached_features(method, shots, cache, device, precision, options, console, "train",
+                                            training=True)
                 cache_seconds += time.perf_counter() - began
-                train_batches = SplitBatches(shots, method, features)
+                train_batches = SplitBatches(shots, method, features, training=True)
                 checkpoint_dir = result_path(options.out, method.name, domain, seed).with_suffix(".ckpt")
                 if not options.resume:
                     shutil.rmtree(checkpoint_dir, ignore_errors=True)  # a fresh run never mixes with an old one
@@ -213,8 +215,9 @@ def run_bench(options: BenchOptions, console: Console | None = None) -> list[dic
     return results
 
 
-def _cached_features(method, split, cache, device, precision, options, console, what):
-    if not method.frozen_prompt_free_images:
+def _cached_features(method, split, cache, device, precision, options, console, what, training=False):
+    # Training images may be augmented (then no cache applies); evaluation images never are.
+    if not (method.uses_feature_cache if training else method.frozen_prompt_free_images):
         return None
     from benchmark.train import progress_bar
 

@@ -72,6 +72,21 @@ def test_loss_decreases_on_a_toy_method(tiny_backbone, train_split):
     assert report.images_per_second > 0
 
 
+def test_the_last_partial_batch_is_kept_unless_dropped(tiny_backbone, train_split):
+    seed_everything(0)
+    size = len(train_split)
+    batch_size = 5 if size % 5 else 7
+    assert size % batch_size and size > batch_size
+    kept = ToyAdapter(tiny_backbone, MethodConfig(epochs=1, batch_size=batch_size, warmup_epochs=0))
+    assert train(kept, cached_batches(kept, train_split), seed=0, device=CPU).steps == size // batch_size + 1
+    dropped = ToyAdapter(tiny_backbone, MethodConfig(epochs=1, batch_size=batch_size, warmup_epochs=0,
+                                                     drop_last_batch=True))
+    assert train(dropped, cached_batches(dropped, train_split), seed=0, device=CPU).steps == size // batch_size
+    # Dassl drops only when a full batch exists: a split smaller than one batch still trains.
+    whole = ToyAdapter(tiny_backbone, MethodConfig(epochs=1, batch_size=size + 1, warmup_epochs=0, drop_last_batch=True))
+    assert train(whole, cached_batches(whole, train_split), seed=0, device=CPU).steps == 1
+
+
 def test_nan_guard_names_epoch_step_and_losses(tiny_backbone, train_split):
     config = MethodConfig(epochs=2, batch_size=4, warmup_epochs=0)
     method = DivergesAtStep3(tiny_backbone, config)
