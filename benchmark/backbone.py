@@ -28,8 +28,10 @@ from fdrd.manifest import sha256_file
 # The paper's backbone (CLIP ViT-B/32): the default of `fdrd bench`.
 DEFAULT_MODEL = "openai/clip-vit-base-patch32"
 
-# Files whose bytes define a local checkpoint's weights; the first ones found are hashed.
-_WEIGHT_PATTERNS = ("*.safetensors", "*.bin")
+# Files whose bytes define a local checkpoint's weights: safetensors only (they are hashed as its revision).
+_WEIGHT_PATTERNS = ("*.safetensors",)
+# Weight files that are pickles: loading one can run any code it names, so they are refused, never opened.
+PICKLE_WEIGHT_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 
 
 class ClipBackbone(nn.Module):
@@ -67,6 +69,7 @@ class ClipBackbone(nn.Module):
                     "`fdrd model tiny`/`fdrd pretrain` or a CLIP checkpoint id"
                 )
             source = str(local)
+            _refuse_pickled_weights(local)
         try:
             config = AutoConfig.from_pretrained(source)
         except (OSError, ValueError) as error:
@@ -77,7 +80,9 @@ class ClipBackbone(nn.Module):
                 "the benchmark needs a CLIPModel checkpoint (e.g. openai/clip-vit-base-patch32)"
             )
         try:
-            model = CLIPModel.from_pretrained(source, dtype=dtype) if dtype else CLIPModel.from_pretrained(source)
+            # use_safetensors: a Hub repository with only pickled weights is refused, not unpickled.
+            extra = {"dtype": dtype} if dtype else {}
+            model = CLIPModel.from_pretrained(source, use_safetensors=True, **extra)
             tokenizer = AutoTokenizer.from_pretrained(source)
             image_processor = AutoImageProcessor.from_pretrained(source)
         except (OSError, ValueError) as error:
@@ -334,6 +339,20 @@ def _causal_padding_mask(keep: torch.Tensor, dtype: torch.dtype) -> torch.Tensor
     additive = torch.zeros(allowed.shape, dtype=dtype, device=keep.device)
     additive.masked_fill_(~allowed, torch.finfo(dtype).min)
     return additive.unsqueeze(1)
+
+
+def _refuse_pickled_weights(folder: Path) -> None:
+    """A model folder whose weights are pickles (pytorch_model.bin, *.pt, ...) and not safetensors: a
+    named error before anything is read from it."""
+    if any(folder.glob("*.safetensors")):
+        return
+    pickles = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in PICKLE_WEIGHT_SUFFIXES)
+    if pickles:
+        raise FdrdError(
+            f"{folder}: weights in {', '.join(pickles[:3])} are pickles, which can run code when loaded and are "
+            "never opened; convert them to model.safetensors (save_pretrained does by default) or use a "
+            "checkpoint that ships safetensors"
+        )
 
 
 def _folder_weights_hash(folder: Path) -> str:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
-import inspect
 import platform
 import shutil
 import subprocess
@@ -235,7 +234,9 @@ def run_one(context: RunContext, spec: RunSpec, trains: bool, domain: str, seed:
         began = time.perf_counter()
         features = cached_features(context, method, shots, "train") if method.uses_feature_cache else None
         cache_seconds += time.perf_counter() - began
-        train_batches = training_batches(shots, method, features)
+        # Training mode: augmentation when the config asks, and what the method's training batches need
+        # (e.g. DCAR's negatives and teacher features).
+        train_batches = SplitBatches(shots, method, features, training=True)
         checkpoint_dir = result_path(options.out, spec.label, domain, seed).with_suffix(".ckpt")
         if not options.resume:
             shutil.rmtree(checkpoint_dir, ignore_errors=True)  # a fresh run never mixes with an old one
@@ -307,7 +308,7 @@ def run_one(context: RunContext, spec: RunSpec, trains: bool, domain: str, seed:
             "loss_per_epoch": train_report.loss_per_epoch if train_report else [],
             "resumed_from_epoch": train_report.resumed_from_epoch if train_report else None,
             "precision": context.precision,
-            "augment": bool(config.augment) and trains and TRAINING_BATCHES,
+            "augment": bool(config.augment) and trains,
             "feature_cache": method.uses_feature_cache if trains else False,
         },
         "git": context.git,
@@ -340,18 +341,6 @@ def drawn_shots(categories: list[str], requested: int | None, allow_fewer: bool)
         "drawn_max": max(per_category.values()),
         "per_category": dict(sorted(per_category.items())),
     }
-
-
-# Whether benchmark/data.py makes training batches (augmentation, a method's extras such as DCAR's
-# negatives); until the `training` keyword lands (branch maple-dcar) training batches are the plain ones.
-TRAINING_BATCHES = "training" in inspect.signature(SplitBatches).parameters
-
-
-def training_batches(dataset, method, features) -> SplitBatches:
-    """The few-shot split's batches in training mode."""
-    if TRAINING_BATCHES:
-        return SplitBatches(dataset, method, features, training=True)
-    return SplitBatches(dataset, method, features)
 
 
 def cached_features(context: RunContext, method, split, what: str) -> torch.Tensor:

@@ -18,24 +18,33 @@ from typing import Any
 
 import torch
 
+from benchmark.augment import augmented_pixels
+from benchmark.negatives import KINDS, NegativeSampler
 from fdrd.errors import FdrdError
-from fdrd.manifest import MANIFEST_NAME, read_manifest
+from fdrd.manifest import MANIFEST_NAME, read_build_manifest, verify_build
 
 TRAIN_SPLIT = "train"
 TEST_SPLIT = "test"
+# Images per forward when the teacher's features of the original training images are computed.
+TEACHER_CHUNK = 64
 
 
 def check_data_dir(data_dir: str | Path) -> dict[str, Any]:
-    """The directory's manifest, or an FdrdError saying what is missing and how to make it."""
+    """The directory's manifest, or an FdrdError saying what is missing and how to make it. The shards
+    must be the ones the manifest lists (sizes and sha256) and README.md must load exactly those, so that
+    the manifest's content hash, which results cite, describes the data read."""
     path = Path(data_dir)
     if not path.is_dir():
         raise FdrdError(f"{path}: no such dataset directory; build one with `fdrd build --out {path}`")
     if not (path / MANIFEST_NAME).is_file():
         raise FdrdError(f"{path}: no {MANIFEST_NAME}; is this a directory written by `fdrd build`?")
-    try:
-        return read_manifest(path)
-    except ValueError as error:
-        raise FdrdError(str(error)) from error
+    manifest = read_build_manifest(path)
+    problems = verify_build(path, manifest, reuse=True)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise FdrdError(f"{path}: files differ from {MANIFEST_NAME}: {problems[0]}{more}; run `fdrd validate "
+                        f"{path}` for the full list, and rebuild the dataset before benchmarking on it")
+    return manifest
 
 
 def available_domains(data_dir: str | Path) -> list[str]:
@@ -162,17 +171,42 @@ class SplitBatches:
 
     With `image_features` (from the feature cache) the image side is those rows and no image is
     decoded; without, each batch decodes its images and runs the backbone's preprocessing.
+
+    `training=True` (the few-shot train split) adds what the method's `training_batch_needs()` asks for
+    and augments images when its config says `augment`: random resized crop + flip (benchmark/augment.py),
+    `m` negative captions per record (benchmark/negatives.py) as `negative_input_ids` /
+    `negative_attention_mask` (B*m rows, record-major), `negative_category_id` (B, m; -1 for a category
+    the split does not have), `negative_kind` (B, m; 0 category, 1 attribute, -1 empty slot),
+    `negative_mask` (B, m; a real negative) and `negative_texts`; and `teacher_image_features` (B, D),
+    frozen prompt-free features of the original image (all records computed once, at the first batch) or
+    of the augmented view.
+    Each training batch draws one number from torch's global generator (seeded by the trainer, restored by
+    its checkpoints) and derives its crops and negative draws from it, so a resumed run sees the same views.
     """
 
-    def __init__(self, dataset, method, image_features: torch.Tensor | None = None):
+    def __init__(self, dataset, method, image_features: torch.Tensor | None = None, *, training: bool = False):
         self.dataset = dataset
         self.method = method
+        self.training = training
         self.ids: list[str] = list(dataset["id"])
         self.captions = tokenize_captions(method, dataset["caption"])
         self.category_ids = torch.tensor(dataset["category_id"], dtype=torch.long)
         if image_features is not None and image_features.shape[0] != len(self.ids):
             raise ValueError(f"{image_features.shape[0]} cached feature rows for {len(self.ids)} records")
+        self.augment = training and bool(getattr(method.config, "augment", False))
+        if self.augment and image_features is not None:
+            raise ValueError(
+                f"{method.name}: training images are augmented, so cached features of the unaugmented images "
+                "would be wrong; pass no image_features (Method.uses_feature_cache says when a cache applies)"
+            )
         self.image_features = image_features
+        needs = method.training_batch_needs() if training else None
+        self.negatives = None
+        if needs is not None and needs.negatives:
+            self.negatives = NegativeSampler.from_dataset(dataset, needs.negatives)
+            self.category_id_of = dict(zip(dataset["category"], dataset["category_id"], strict=True))
+        self.teacher_view = needs.teacher_features if needs else None
+        self._teacher_original: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -183,18 +217,68 @@ class SplitBatches:
 
     def batch(self, indices: Sequence[int] | torch.Tensor, device: torch.device | str = "cpu") -> dict[str, Any]:
         indices = torch.as_tensor(indices, dtype=torch.long)
+        rows = indices.tolist()
         input_ids, attention_mask = self.captions.batch(indices)
         batch: dict[str, Any] = {
-            "ids": [self.ids[i] for i in indices.tolist()],
+            "ids": [self.ids[i] for i in rows],
             "input_ids": input_ids.to(device),
             "attention_mask": attention_mask.to(device),
             "category_id": self.category_ids[indices].to(device),
         }
+        draw = None
+        if self.augment or self.negatives is not None:
+            draw = int(torch.randint(0, 2**62, (1,)).item())
         if self.image_features is not None:
             batch["image_features"] = self.image_features[indices].to(device)
+        elif self.augment:
+            images = self.dataset.select_columns(["image"])[rows]["image"]
+            views = augmented_pixels(images, self.method.backbone, random.Random(f"augment:{draw}"))
+            batch["pixel_values"] = views.to(device)
         else:
-            batch["pixel_values"] = pixel_values(self.method, self.dataset, indices.tolist()).to(device)
+            batch["pixel_values"] = pixel_values(self.method, self.dataset, rows).to(device)
+        if self.negatives is not None:
+            batch.update(self._negatives(rows, random.Random(f"negatives:{draw}"), device))
+        if self.teacher_view is not None:
+            batch["teacher_image_features"] = self._teacher_features(rows, batch, device)
         return batch
+
+    def _negatives(self, rows: list[int], rng: random.Random, device) -> dict[str, Any]:
+        m = self.negatives.m
+        drawn = [self.negatives.draw(row, rng) for row in rows]
+        empty = [m - len(found) for found in drawn]
+        texts = [[n.text for n in found] + [""] * gap for found, gap in zip(drawn, empty, strict=True)]
+        kinds = [[KINDS.index(n.kind) for n in found] + [-1] * gap for found, gap in zip(drawn, empty, strict=True)]
+        categories = [[self.category_id_of.get(n.category, -1) for n in found] + [-1] * gap
+                      for found, gap in zip(drawn, empty, strict=True)]
+        tokens = self.method.tokenize([text for row in texts for text in row])
+        kind_ids = torch.tensor(kinds, dtype=torch.long).view(len(rows), m)
+        return {
+            "negative_texts": texts,
+            "negative_input_ids": tokens["input_ids"].to(device),
+            "negative_attention_mask": tokens["attention_mask"].to(device),
+            "negative_category_id": torch.tensor(categories, dtype=torch.long).view(len(rows), m).to(device),
+            "negative_kind": kind_ids.to(device),
+            "negative_mask": (kind_ids >= 0).to(device),
+        }
+
+    @torch.no_grad()
+    def _teacher_features(self, rows: list[int], batch: dict[str, Any], device) -> torch.Tensor:
+        """Frozen prompt-free image features for the teacher (fp32, no gradient): of the view the step trains
+        on when asked and augmenting, else of the original images."""
+        if "image_features" in batch:  # cached frozen features are exactly these
+            return batch["image_features"].float()
+        if self.teacher_view == "augmented" and self.augment:
+            return self.method.frozen_image_features(batch["pixel_values"]).float()
+        if self._teacher_original is None:
+            # Every record once, in record order and fixed chunks: a feature never depends on which records
+            # shared its batch, so a resumed run gets the same bits as an uninterrupted one.
+            chunks = []
+            for start in range(0, len(self), TEACHER_CHUNK):
+                chunk = list(range(start, min(start + TEACHER_CHUNK, len(self))))
+                pixels = pixel_values(self.method, self.dataset, chunk).to(device)
+                chunks.append(self.method.frozen_image_features(pixels).float().cpu())
+            self._teacher_original = torch.cat(chunks)
+        return self._teacher_original[rows].to(device)
 
     def sequential(self, batch_size: int, device: torch.device | str = "cpu") -> Iterator[dict[str, Any]]:
         for start in range(0, len(self), batch_size):

@@ -21,6 +21,7 @@ import torch
 from rich.progress import Progress
 
 from fdrd.errors import FdrdError
+from fdrd.untrusted import parse_json
 
 
 def cache_key(method, precision: str) -> str:
@@ -102,7 +103,9 @@ class FeatureCache:
                 features = handle.get_tensor("features")
         except Exception as error:  # a truncated or foreign file: say which, and what to do
             raise FdrdError(f"{path}: unreadable feature cache file ({error}); delete it to recompute") from error
-        ids = json.loads(metadata.get("ids", "[]"))
+        ids = parse_json(metadata.get("ids", "[]"), f"{path}: metadata 'ids'", "delete the file to recompute")
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise FdrdError(f"{path}: metadata 'ids' is not a list of record ids; delete the file to recompute")
         if metadata.get("key") != key or len(ids) != features.shape[0]:
             raise FdrdError(f"{path}: feature cache file does not match its name (key or row count); delete it")
         return {record_id: features[row] for row, record_id in enumerate(ids)}

@@ -53,11 +53,24 @@ class PretrainConfig:
     def __post_init__(self) -> None:
         # Zero steps would save an untrained model with no loss to report; an empty batch gives a NaN loss
         # that reads as divergence. Checked here so the CLI refuses before loading any image.
-        if self.steps < 1 or self.batch_size < 1 or (self.minutes is not None and self.minutes <= 0):
+        if self.steps < 1 or self.batch_size < 1 or (self.minutes is not None and not self.minutes > 0):
             raise FdrdError(
                 f"tiny CLIP pretraining: steps ({self.steps}), batch size ({self.batch_size}) and minutes "
                 f"({self.minutes}) must be positive"
             )
+        # A negative or zero rate never learns (or climbs the loss); the others would break the schedule,
+        # the temperature's log or the augmentation. `not x > 0` also refuses NaN.
+        bad = [f"{name} ({value})" for name, value, ok in (
+            ("lr", self.lr, math.isfinite(self.lr) and self.lr > 0),
+            ("weight_decay", self.weight_decay, math.isfinite(self.weight_decay) and self.weight_decay >= 0),
+            ("warmup_steps", self.warmup_steps, self.warmup_steps >= 0),
+            ("init_temperature", self.init_temperature, math.isfinite(self.init_temperature) and self.init_temperature > 0),
+            ("max_logit_scale", self.max_logit_scale, math.isfinite(self.max_logit_scale) and self.max_logit_scale >= 1),
+            ("max_shift", self.max_shift, self.max_shift >= 0),
+        ) if not ok]
+        if bad:
+            raise FdrdError(f"tiny CLIP pretraining: {', '.join(bad)} out of range: lr and init_temperature must be "
+                            "positive, max_logit_scale at least 1, the others at least 0 (e.g. --lr 2e-3)")
 
 
 @dataclasses.dataclass
@@ -262,6 +275,7 @@ def pretrained_tiny_clip(
     target = root / "tiny-clip" / key
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target) + ".lock"):
+        clean_stale_staging(target.parent, holding=key)
         if (target / REPORT_NAME).is_file():
             return target
         staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=target.parent))
@@ -273,6 +287,35 @@ def pretrained_tiny_clip(
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def clean_stale_staging(parent: Path, holding: str) -> list[Path]:
+    """Remove the staging folders (`.<key>-*`) a killed pretraining left in the cache; returns them.
+    A key's staging is live only while someone holds that key's lock: ours (`holding`) we hold, any
+    other is taken without waiting, and skipped when busy."""
+    from filelock import FileLock, Timeout
+
+    removed = []
+    by_key: dict[str, list[Path]] = {}
+    for path in parent.glob(".*-*"):
+        key = path.name[1:].split("-", 1)[0]
+        if path.is_dir() and len(key) == 20 and all(c in "0123456789abcdef" for c in key):
+            by_key.setdefault(key, []).append(path)
+    for key, folders in sorted(by_key.items()):
+        try:
+            lock = FileLock(str(parent / key) + ".lock", timeout=0) if key != holding else None
+            if lock is not None:
+                lock.acquire()
+        except Timeout:
+            continue  # being trained right now by another process
+        try:
+            for folder in folders:
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder)
+        finally:
+            if lock is not None:
+                lock.release()
+    return removed
 
 
 def train_and_save(

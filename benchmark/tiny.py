@@ -40,16 +40,21 @@ class TinyClipSpec:
     mlp_ratio: int = 4
 
     def check(self) -> None:
+        """FdrdError naming every size that cannot make a CLIP (before anything is built or read)."""
+        fields = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+        bad = [f"{name} {value!r}" for name, value in fields.items() if isinstance(value, bool) or not isinstance(value, int) or value < 1]
+        if bad:
+            raise FdrdError(f"tiny CLIP spec: {', '.join(bad)}: sizes must be positive whole numbers")
         problems = []
-        if self.image_size % self.patch_size:
+        if self.patch_size > self.image_size:
+            problems.append(f"patch size {self.patch_size} is larger than the image size {self.image_size}")
+        elif self.image_size % self.patch_size:
             problems.append(f"image size {self.image_size} is not a multiple of patch size {self.patch_size}")
         for width_name in ("vision_width", "text_width"):
             if getattr(self, width_name) % self.heads:
                 problems.append(f"{width_name} {getattr(self, width_name)} is not divisible by {self.heads} heads")
         if self.context_length < 8:
             problems.append(f"context length {self.context_length} leaves no room for captions")
-        if min(self.vision_layers, self.text_layers, self.embed_dim, self.vocab_size) < 1:
-            problems.append("layers, embed_dim and vocab_size must be positive")
         if problems:
             raise FdrdError("tiny CLIP spec: " + "; ".join(problems))
 

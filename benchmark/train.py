@@ -129,6 +129,8 @@ def train(
     parameters = method.trainable_parameters()
     if not parameters:
         return TrainReport(skipped=f"{method.name} has no trainable parameters")
+    if config.epochs is None:
+        raise FdrdError(f"{method.name}: epochs depend on the shots drawn; resolve them with config.for_shots(shots)")
     if config.epochs < 1:
         # Zero epochs would evaluate the untrained method and label it trained; zeroshot is that baseline.
         raise FdrdError(
@@ -147,7 +149,9 @@ def train(
             # parameter would lose the small SGD updates.
             raise FdrdError(f"{method.name}: trainable parameters must be float32, got {parameter.dtype}")
 
-    steps_per_epoch = math.ceil(len(batches) / config.batch_size)
+    # Dassl's rule when the last partial batch is dropped: only when at least one full batch exists.
+    drop_last = getattr(config, "drop_last_batch", False) and len(batches) >= config.batch_size
+    steps_per_epoch = len(batches) // config.batch_size if drop_last else math.ceil(len(batches) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
     optimizer = build_optimizer(config, parameters)
     warmup_steps = min(config.warmup_epochs, config.epochs) * steps_per_epoch

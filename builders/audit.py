@@ -14,6 +14,13 @@ their defects can be counted from the text alone, by comparing each negative wit
 - cross_meta_category:        negatives that name a class of another meta-category than the true
                               class (when the domain has natural meta-categories and the true
                               class's meta-category has at least two members)
+- non_words:                  positives and negatives with a word in no English dictionary and in no
+                              class name of the domain ("sdogtered", "Westplane";
+                              builders/captions/english.py says what counts as a word)
+- repeated_names:             positives and negatives with a class name or generic noun repeated back
+                              to back ("lotus lotus", "terrier scottish terrier", "plane airplane")
+- names_other_class:          positives that name a class other than their own ("a beagle" for a
+                              basset hound)
 
 "Swapped" and "named" are found by counting every class name in both texts (case-insensitive,
 spaces and underscores alike, inside words too): a class whose count drops was swapped out, one
@@ -31,7 +38,11 @@ from pathlib import Path
 from typing import Any
 
 from builders.captions.insert import loose_name_pattern, name_counter
-from builders.taxonomy import build_taxonomy, name_key
+from builders.captions.repair import domain_checker
+
+# Groupings of our own (semantic maps, spelling) are not the dataset's: released files are judged
+# only against meta-categories the dataset itself defines (NATURAL_RULES).
+from builders.taxonomy import NATURAL_RULES, build_taxonomy, name_key
 from fdrd.errors import FdrdError
 from fdrd.schema import COOP_DOMAINS
 
@@ -43,6 +54,9 @@ AUDIT_KEYS = (
     "in_word_replacements",
     "true_class_survives",
     "cross_meta_category",
+    "non_words",
+    "repeated_names",
+    "names_other_class",
 )
 EXAMPLES_PER_KIND = 3
 # How the released files are named ("pets_test.json") -> CoOp domain folder.
@@ -58,9 +72,6 @@ FILE_NAME_DOMAINS = {
     "dtd": "dtd",
     "ucf": "ucf101",
 }
-# Meta-categories derived from text similarity are our own grouping, not the dataset's: released
-# files are judged only against meta-categories the dataset itself defines.
-NOT_NATURAL_META = "text similarity"
 _KEY_CLASS = re.compile(r"^(?P<cls>.+?)(?:_image)?_\d+$")
 
 
@@ -89,6 +100,7 @@ def audit_records(audit_input: AuditInput, advance: Callable[[], None] | None = 
     """The defect counts of one file or built domain, plus the first examples of each defect.
     `advance` is called once per record (a progress bar)."""
     counter = name_counter(tuple(audit_input.classes))
+    checker = domain_checker(audit_input.domain, tuple(audit_input.classes))
     meta = audit_input.meta
     meta_size = Counter(meta.values()) if meta is not None else Counter()
     counts = Counter({key: 0 for key in AUDIT_KEYS})
@@ -133,6 +145,17 @@ def audit_records(audit_input: AuditInput, advance: Callable[[], None] | None = 
                     found("cross_meta_category", record, negative=negative, classes=other, meta=true_meta)
         if true_key and swapped_out and all(true_key not in removed for removed in swapped_out):
             found("true_class_survives", record, positive=positive, swapped=sorted(set().union(*swapped_out)))
+        for where, text in [("positive", positive)] + [("negative", n) for n in negatives]:
+            words = checker.non_words(text)
+            if words:
+                found("non_words", record, **{where: text}, words=[w.words for w in words])
+            repeats = checker.repeated_names(text)
+            if repeats:
+                found("repeated_names", record, **{where: text}, words=[r.words for r in repeats])
+        if record.true_class:
+            others = checker.other_classes(positive, record.true_class)
+            if others:
+                found("names_other_class", record, positive=positive, classes=others)
     result: dict[str, Any] = {"file": audit_input.name}
     result.update({key: counts[key] for key in AUDIT_KEYS})
     if meta is None:
@@ -227,7 +250,7 @@ def released_audit_input(path: Path, domain: str | None = None, data_root: Path 
     meta = None
     if classes:
         taxonomy = build_taxonomy(domain, classes, data_root)
-        if taxonomy.meta_source != NOT_NATURAL_META and any(taxonomy.meta_categories.values()):
+        if taxonomy.meta_rule in NATURAL_RULES and any(taxonomy.meta_categories.values()):
             meta = {name_key(c): taxonomy.meta_category(c) for c in classes}
     return AuditInput(str(path), domain, audit_records_, classes, meta)
 
@@ -283,8 +306,10 @@ def audit_path(
     elif not path.is_dir():
         raise FdrdError(f"{path}: no such file or folder; pass a released .json file or a built dataset folder")
     else:
-        released = sorted(p for p in path.glob("*.json") if p.is_file() and not _is_build_metadata(p))
-        if released and not any(path.glob("*/*.parquet")):
+        candidates = sorted(p for p in path.glob("*.json") if p.is_file())
+        built = any(path.glob("*/*.parquet"))
+        released = [p for p in candidates if not built and not _is_build_metadata(p)]
+        if released and not built:
             inputs = [released_audit_input(p, domain, root) for p in released]
         else:
             inputs = built_audit_inputs(path)
@@ -303,13 +328,19 @@ def audit_path(
 
 
 def _is_build_metadata(path: Path) -> bool:
-    """manifest.json and friends of a built dataset are not caption files."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            head = handle.read(2000)  # a released file is megabytes; its start tells
-    except (OSError, UnicodeDecodeError):
-        return True
-    return '"positive"' not in head and '"negative"' not in head
+    """manifest.json and friends of a built dataset are not caption files: JSON without a record that has
+    a `positive` caption. They are skipped, and said so on stderr; a file that is not JSON at all
+    (malformed, truncated, not UTF-8) is a named error, never a silent skip."""
+    from fdrd.untrusted import read_json_file
+
+    data = read_json_file(path, "fix it, or move it out of the folder being audited")
+    if isinstance(data, dict) and any(isinstance(r, dict) and "positive" in r for r in data.values()):
+        return False
+    from rich.console import Console
+
+    Console(stderr=True).print(f"skipping {path}: JSON without caption records (not a released-format file)",
+                               highlight=False, soft_wrap=True)
+    return True
 
 
 def dumps(results: list[dict[str, Any]]) -> str:

@@ -16,7 +16,8 @@ from rich.console import Console
 from rich.table import Table
 
 from builders.report import split_order
-from fdrd.manifest import read_manifest
+from fdrd.errors import FdrdError
+from fdrd.manifest import read_build_manifest, shard_file
 
 TEXT_COLUMNS = ["domain", "split", "category", "caption", "attributes", "negatives"]
 
@@ -75,11 +76,10 @@ def collect_info(directory: str | os.PathLike) -> dict[str, Any]:
     """Counts per domain/split/category, caption length statistics (words, characters), share of
     rows with at least one attribute (overall and per attribute name), negatives per row."""
     directory = Path(directory)
-    manifest = read_manifest(directory)
+    manifest = read_build_manifest(directory)
     by_domain: dict[str, list[dict[str, Any]]] = {}
-    for shard in manifest.get("shards", []):
-        table = pq.read_table(directory / shard["path"], columns=TEXT_COLUMNS)
-        for row in table.to_pylist():
+    for shard in manifest["shards"]:
+        for row in _read_shard(directory, shard).to_pylist():
             by_domain.setdefault(row["domain"], []).append(row)
     return {
         "directory": str(directory),
@@ -87,7 +87,24 @@ def collect_info(directory: str | os.PathLike) -> dict[str, Any]:
         "rows": sum(len(rows) for rows in by_domain.values()),
         "rejected": manifest.get("rejected", {}).get("count", 0),
         "domains": {domain: _domain_info(rows) for domain, rows in by_domain.items()},
+        # Domain/splits that had inputs and made no row (the build failed there), from the manifest.
+        "failures": manifest.get("failures", []),
     }
+
+
+def _read_shard(directory: Path, shard: dict[str, Any]):
+    """A listed shard's text columns; a missing, truncated or unreadable shard is a named error."""
+    path = shard_file(directory, shard)
+    fix = f"run `fdrd validate {directory}` for every problem, and rebuild the dataset"
+    if not path.is_file():
+        raise FdrdError(f"{path}: listed in manifest.json but missing; {fix}")
+    if path.stat().st_size != shard["bytes"]:
+        raise FdrdError(f"{path}: {path.stat().st_size} bytes, manifest.json says {shard['bytes']} (truncated or "
+                        f"changed after the build); {fix}")
+    try:
+        return pq.read_table(path, columns=TEXT_COLUMNS)
+    except (OSError, ValueError, KeyError) as error:  # pyarrow: ArrowInvalid is a ValueError, ArrowIOError an OSError
+        raise FdrdError(f"{path}: not a readable FDRD shard ({str(error)[:200]}); {fix}") from error
 
 
 def render_info(info: dict[str, Any], console: Console, categories: bool = True) -> None:
@@ -114,6 +131,12 @@ def render_info(info: dict[str, Any], console: Console, categories: bool = True)
                 f"{s['negatives']['mean']:.1f}",
             )
     console.print(overview)
+    for failure in info.get("failures", []):
+        console.print(
+            f"[red]no rows:[/] {failure['domain']}/{failure['split']} made no row from {failure['entries']} inputs "
+            f"({', '.join(f'{n} {kind}' for kind, n in failure['reasons'].items())})",
+            highlight=False,
+        )
     for domain, d in info["domains"].items():
         if d["attributes"]["by_name"]:
             table = Table(title=f"{domain}: rows with each attribute")

@@ -17,10 +17,10 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import stat
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import imagehash
 import numpy as np
@@ -29,6 +29,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 # Pillow's own default Image.MAX_IMAGE_PIXELS (about 89 megapixels), fixed here so that a
 # library or user changing the global does not change which images a build accepts.
 DEFAULT_MAX_PIXELS = 89_478_485
+# Largest input file read, checked before reading it: a 3 GB file named .jpg would otherwise take 3 GB
+# of memory before being refused. 512 MiB is above any real photo (a 61-megapixel camera's 16-bit RGB
+# TIFF is 366 MB; JPEGs are a tenth of that) and keeps one worker's peak memory bounded.
+DEFAULT_MAX_INPUT_BYTES = 512 * 2**20
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,7 @@ class NormalizeOptions:
     short_side: int = 336  # CLIP ViT-L/14@336 input; smaller backbones crop from it
     jpeg_quality: int = 95  # high enough that re-encoding leaves no visible artefacts
     max_pixels: int = DEFAULT_MAX_PIXELS  # larger images are refused as decompression bombs
+    max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES  # larger input files are refused before being read
     # Let the JPEG decoder shrink by 1/2, 1/4 or 1/8 in the DCT domain when the image is far larger
     # than needed (never below short_side); the final resize still uses LANCZOS.
     jpeg_draft: bool = True
@@ -59,16 +64,32 @@ class ImageRejected(Exception):
         self.reason = reason
 
 
-def read_image_bytes(path: str | os.PathLike) -> bytes:
-    """The file's bytes, or ImageRejected naming why they cannot be read."""
+def _too_large(size: int, limit: int) -> ImageRejected:
+    return ImageRejected(f"file too large: {size} bytes, over the input limit of {limit} bytes "
+                         "(raise NormalizeOptions.max_input_bytes / --max-input-mb if it is a real image)")
+
+
+def read_image_bytes(path: str | os.PathLike, max_bytes: int = DEFAULT_MAX_INPUT_BYTES) -> bytes:
+    """The file's bytes, or ImageRejected naming why they cannot be read. The size is checked before
+    reading (and the read stops past `max_bytes`: a file may grow, or lie about its size)."""
     try:
-        data = Path(path).read_bytes()
+        info = os.stat(path)
+        if stat.S_ISDIR(info.st_mode):
+            raise ImageRejected("is a directory, not an image file")
+        if not stat.S_ISREG(info.st_mode):  # a FIFO or device would block or never end
+            raise ImageRejected("not a regular file (a pipe, socket or device)")
+        if info.st_size > max_bytes:
+            raise _too_large(info.st_size, max_bytes)
+        with open(path, "rb") as handle:
+            data = handle.read(max_bytes + 1)
     except FileNotFoundError:
         raise ImageRejected("missing file") from None
     except IsADirectoryError:
         raise ImageRejected("is a directory, not an image file") from None
     except OSError as error:
         raise ImageRejected(f"unreadable file ({error.strerror or error})") from None
+    if len(data) > max_bytes:
+        raise _too_large(len(data), max_bytes)
     return data
 
 
@@ -142,6 +163,8 @@ def _decode(data: bytes, options: NormalizeOptions) -> Image.Image:
 
 def normalize_image(data: bytes, options: NormalizeOptions = NormalizeOptions()) -> NormalizedImage:
     """The stored form of one input image; raises ImageRejected with a reason when unusable."""
+    if len(data) > options.max_input_bytes:
+        raise _too_large(len(data), options.max_input_bytes)
     image = _decode(data, options)
     try:
         # Orientation first, so that size, hashes and pixels all describe the upright picture.

@@ -12,8 +12,10 @@ from typing import Any
 
 from rich.table import Table
 
+from fdrd.errors import FdrdError
 from fdrd.manifest import write_text_atomic
 from fdrd.schema import SPLITS
+from fdrd.untrusted import parse_json
 
 REJECTED_NAME = "rejected.jsonl"
 
@@ -44,10 +46,19 @@ def write_rejected(directory: str | os.PathLike, rejected: Iterable[RejectedInpu
 
 
 def read_rejected(directory: str | os.PathLike) -> list[dict[str, str]]:
+    """rejected.jsonl's records; a line that is not a JSON object is a FdrdError naming it."""
     path = Path(directory) / REJECTED_NAME
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    records = []
+    text = path.read_bytes().decode("utf-8", errors="replace")
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            record = parse_json(line, f"{path}: line {number}", "rebuild, or restore the file the build wrote")
+            if not isinstance(record, dict):
+                raise FdrdError(f"{path}: line {number} is not a JSON object; rebuild, or restore the file")
+            records.append(record)
+    return records
 
 
 def summary_table(manifest: Mapping[str, Any], title: str = "FDRD build") -> Table:

@@ -13,16 +13,31 @@
 - sun397: the second level of the dataset's three-level hierarchy file; else text similarity.
 - every other domain: `group_by_text_similarity`.
 
-`Taxonomy.meta_source` records which rule produced the meta-categories.
+For the nine CoOp domains a versioned map ships as package data (builders/taxonomies/<domain>.json,
+docs/taxonomy.md): from the dataset's own hierarchy where it has one (pets species, car make, aircraft
+family/manufacturer, SUN397 level 2, UCF101 action type) and a written semantic grouping where it
+has none (Caltech-101, Flowers-102, Food-101, DTD). The dataset's own files in the data root take
+precedence when present; the map is used for every class it names. Other domains (image folders,
+URL lists) are grouped by a text encoder the user names (`group_by_text_encoder`), else by spelling
+with a warning.
+
+`Taxonomy.meta_source` records which rule produced the meta-categories and `Taxonomy.meta_rule` its
+kind: "dataset hierarchy", "semantic grouping", "text encoder", "spelling similarity", "user file"
+or "none".
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import re
+import warnings
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -38,6 +53,8 @@ class Taxonomy:
     meta_source: str = ""
     # Further grouping levels when the dataset has several (aircraft: {"manufacturer": {...}}).
     levels: dict[str, dict[str, str]] = field(default_factory=dict)
+    # The kind of rule behind `meta_source` (RULE_KINDS), for the manifest and the dataset card.
+    meta_rule: str = ""
 
     def category_id(self, category: str) -> int:
         try:
@@ -60,6 +77,38 @@ def name_key(name: str) -> str:
     return " ".join(name.replace("_", " ").split()).casefold()
 
 
+RULE_KINDS = ("dataset hierarchy", "semantic grouping", "text encoder", "spelling similarity", "user file", "none")
+# Rules whose groups come from the dataset itself: released files are judged against these only.
+NATURAL_RULES = ("dataset hierarchy",)
+TAXONOMY_DIR = Path(__file__).with_name("taxonomies")
+
+
+@lru_cache(maxsize=16)
+def shipped_map(domain: str) -> dict[str, Any] | None:
+    """The meta-category map shipped for a CoOp domain (builders/taxonomies/<domain>.json), or None."""
+    path = TAXONOMY_DIR / f"{domain}.json"
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _from_shipped_map(domain: str, names: tuple[str, ...]) -> Taxonomy | None:
+    """The taxonomy from the shipped map when it names every class, else None."""
+    data = shipped_map(domain)
+    if data is None:
+        return None
+    group_of = {name_key(member): group for group, members in data["groups"].items() for member in members}
+    if not all(name_key(n) in group_of for n in names):
+        return None
+    levels = {
+        level: {n: by_key[name_key(n)] for n in names}
+        for level, table in data.get("levels", {}).items()
+        if (by_key := {name_key(k): v for k, v in table.items()})
+    }
+    source = f"builders/taxonomies/{domain}.json v{data['version']}: {data['source']}"
+    return Taxonomy(domain, names, {n: group_of[name_key(n)] for n in names}, source, levels, data["rule"])
+
+
 # The 12 cat breeds of the Oxford-IIIT Pet dataset; the other 25 breeds are dogs.
 PET_CAT_BREEDS = (
     "Abyssinian",
@@ -78,30 +127,70 @@ PET_CAT_BREEDS = (
 CAR_TWO_WORD_MAKES = ("AM General", "Aston Martin", "Land Rover")
 
 
-def build_taxonomy(domain: str, class_names: Sequence[str], data_root: Path | None = None) -> Taxonomy:
+def build_taxonomy(
+    domain: str, class_names: Sequence[str], data_root: Path | None = None, encoder: str | None = None
+) -> Taxonomy:
     """The taxonomy of one domain; `class_names` in category_id order, any case, `_` or spaces.
 
     `data_root` is the folder holding the CoOp domain folders; the domain's own hierarchy files
-    are read from `data_root/<domain>/` when present.
+    are read from `data_root/<domain>/` when present, else the shipped map is used. A domain with
+    neither is grouped by meaning with the CLIP text encoder `encoder` (a Hub id or folder), else
+    by spelling, with a warning.
     """
     names = tuple(class_names)
     if len({name_key(n) for n in names}) != len(names):
         raise FdrdError(f"{domain}: class names are not unique after normalising case and underscores")
     domain_dir = Path(data_root) / domain if data_root is not None else None
-    if domain == "oxford_pets":
+    if domain == "oxford_pets" and domain_dir is not None and (domain_dir / "annotations" / "list.txt").is_file():
         meta, source = _pets_species(names, domain_dir)
-        return Taxonomy(domain, names, meta, source)
-    if domain == "stanford_cars":
-        return Taxonomy(domain, names, {n: car_make(n) for n in names}, "make (first word of the class name)")
-    if domain == "fgvc_aircraft":
-        return _aircraft_taxonomy(names, domain_dir)
+        if source == "annotations/list.txt":
+            return Taxonomy(domain, names, meta, source, meta_rule="dataset hierarchy")
+    if domain == "fgvc_aircraft" and domain_dir is not None and domain_dir.is_dir():
+        from_files = _aircraft_from_files(names, domain_dir)
+        if from_files is not None:
+            return from_files
     if domain == "sun397":
         hierarchy = _sun_hierarchy(domain_dir)
         if hierarchy is not None:
             meta = {n: hierarchy.get(name_key(n), "") for n in names}
             if all(meta.values()):
-                return Taxonomy(domain, names, meta, "SUN397 three-level hierarchy (level 2)")
-    return Taxonomy(domain, names, group_by_text_similarity(names), "text similarity")
+                return Taxonomy(domain, names, meta, "SUN397 three-level hierarchy (level 2)",
+                                meta_rule="dataset hierarchy")
+    shipped = _from_shipped_map(domain, names)
+    if shipped is not None:
+        return shipped
+    if domain == "oxford_pets":
+        meta, source = _pets_species(names, domain_dir)
+        return Taxonomy(domain, names, meta, source, meta_rule="dataset hierarchy")
+    if domain == "stanford_cars":
+        return Taxonomy(domain, names, {n: car_make(n) for n in names}, "make (first word of the class name)",
+                        meta_rule="dataset hierarchy")
+    if domain == "fgvc_aircraft" and domain_dir is not None:
+        families = _aircraft_by_model_number(names, domain_dir)
+        if families is not None:
+            return families
+    return group_by_meaning(domain, names, encoder)
+
+
+def group_by_meaning(domain: str, names: tuple[str, ...], encoder: str | None) -> Taxonomy:
+    """Meta-categories for classes no map or file groups: by the text encoder's embeddings when one
+    is named, else by spelling, which is said in a warning (spelling puts "bonsai" with "brain")."""
+    if encoder:
+        source = f"text encoder {encoder} (CLIP text embeddings of 'a photo of a <class>.', average linkage)"
+        return Taxonomy(domain, names, group_by_text_encoder(names, encoder), source, meta_rule="text encoder")
+    if len(names) > 1:
+        warnings.warn(
+            f"{domain}: no meta-category map for these classes; grouping them by spelling, which groups "
+            "names that look alike rather than things that are alike. Name a CLIP text encoder "
+            "(--meta-encoder openai/clip-vit-base-patch32) or give a meta-category per class.",
+            SpellingGroupsWarning,
+            stacklevel=2,
+        )
+    return Taxonomy(domain, names, group_by_text_similarity(names), "text similarity", meta_rule="spelling similarity")
+
+
+class SpellingGroupsWarning(UserWarning):
+    """Meta-categories were made from spelling because no map, file or text encoder was given."""
 
 
 def _pets_species(names: tuple[str, ...], domain_dir: Path | None) -> tuple[dict[str, str], str]:
@@ -163,24 +252,53 @@ def _aircraft_level_by_variant(domain_dir: Path, level: str) -> dict[str, str]:
     return by_variant
 
 
-def _aircraft_taxonomy(names: tuple[str, ...], domain_dir: Path | None) -> Taxonomy:
+# Canadair is Bombardier's: their single-variant families pool under one maker.
+_AIRCRAFT_MAKER_POOLS = {"Canadair": "Bombardier", "Bombardier Aerospace": "Bombardier"}
+
+
+def _aircraft_from_files(names: tuple[str, ...], domain_dir: Path) -> Taxonomy | None:
+    """Families (and manufacturers) read from the FGVC files, grouped by the shipped map's rule:
+    the family when it has two or more variants in the dataset, else the manufacturer's pool of
+    single-variant families, else the role the shipped map gives."""
     domain = "fgvc_aircraft"
-    if domain_dir is not None and domain_dir.is_dir():
-        family = _aircraft_level_by_variant(domain_dir, "family")
-        manufacturer = _aircraft_level_by_variant(domain_dir, "manufacturer")
-        if family and all(name_key(n) in family for n in names):
-            levels = {}
-            if manufacturer and all(name_key(n) in manufacturer for n in names):
-                levels["manufacturer"] = {n: manufacturer[name_key(n)] for n in names}
-            meta = {n: family[name_key(n)] for n in names}
-            return Taxonomy(domain, names, meta, "images_family_*.txt joined with images_variant_*.txt", levels)
-        families_file = domain_dir / "families.txt"
-        if families_file.is_file():
-            families = [f.strip() for f in families_file.read_text(encoding="utf-8").splitlines() if f.strip()]
-            meta = {n: _family_by_model_number(n, families) for n in names}
-            if all(meta.values()):
-                return Taxonomy(domain, names, meta, "families.txt (variant starts with the family's model number)")
-    return Taxonomy(domain, names, group_by_text_similarity(names), "text similarity")
+    family = _aircraft_level_by_variant(domain_dir, "family")
+    manufacturer = _aircraft_level_by_variant(domain_dir, "manufacturer")
+    if not family or not all(name_key(n) in family for n in names):
+        return None
+    levels = {"family": {n: family[name_key(n)] for n in names}}
+    if manufacturer and all(name_key(n) in manufacturer for n in names):
+        levels["manufacturer"] = {n: manufacturer[name_key(n)] for n in names}
+    shipped = shipped_map(domain) or {"groups": {}, "group_rules": {}}
+    roles = {name_key(m): g for g, ms in shipped["groups"].items() if shipped["group_rules"].get(g) == "role" for m in ms}
+    members = Counter(family.values())  # variants per family over every variant the files name
+    pools = Counter(
+        _AIRCRAFT_MAKER_POOLS.get(manufacturer[v], manufacturer[v])
+        for v, f in family.items() if members[f] < 2 and v in manufacturer
+    )
+    meta = {}
+    for n in names:
+        key = name_key(n)
+        maker = _AIRCRAFT_MAKER_POOLS.get(manufacturer.get(key, ""), manufacturer.get(key, ""))
+        if members[family[key]] >= 2 or not maker:
+            meta[n] = family[key]
+        elif pools[maker] >= 2:
+            meta[n] = maker
+        else:
+            meta[n] = roles.get(key, maker)
+    source = "images_family_*.txt and images_manufacturer_*.txt joined with images_variant_*.txt"
+    return Taxonomy(domain, names, meta, source, levels, "dataset hierarchy")
+
+
+def _aircraft_by_model_number(names: tuple[str, ...], domain_dir: Path) -> Taxonomy | None:
+    families_file = domain_dir / "families.txt"
+    if not families_file.is_file():
+        return None
+    families = [f.strip() for f in families_file.read_text(encoding="utf-8").splitlines() if f.strip()]
+    meta = {n: _family_by_model_number(n, families) for n in names}
+    if not all(meta.values()):
+        return None
+    source = "families.txt (variant starts with the family's model number)"
+    return Taxonomy("fgvc_aircraft", names, meta, source, meta_rule="dataset hierarchy")
 
 
 def _family_by_model_number(variant: str, families: list[str]) -> str:
@@ -286,6 +404,11 @@ def group_by_text_similarity(names: Sequence[str], group_size: int = 6) -> dict[
     target = max(1, round(len(names) / group_size))
     clusters = _average_linkage(similarity, target, max_size=2 * group_size)
     clusters = _absorb_singletons(clusters, similarity)
+    return _labelled(names, clusters, similarity)
+
+
+def _labelled(names: list[str], clusters: list[list[int]], similarity: np.ndarray) -> dict[str, str]:
+    """Class -> group label, groups in order of their first member."""
     meta: dict[str, str] = {}
     used: dict[str, int] = {}
     for members in sorted(clusters, key=min):
@@ -296,6 +419,39 @@ def group_by_text_similarity(names: Sequence[str], group_size: int = 6) -> dict[
         for i in members:
             meta[names[i]] = label
     return meta
+
+
+def group_by_text_encoder(names: Sequence[str], encoder: str, group_size: int = 6) -> dict[str, str]:
+    """Meta-categories by meaning: cosine similarity of a CLIP text encoder's embeddings of
+    "a photo of a <class>.", clustered like `group_by_text_similarity` (average linkage down to
+    round(len/group_size) groups, none past 2*group_size, singletons absorbed). `encoder` is a Hub id
+    or a local folder of a CLIP checkpoint, loaded with transformers (nothing of benchmark/)."""
+    names = list(names)
+    if len(names) < 2:
+        return {n: name_key(n) for n in names}
+    similarity = _encoder_similarity(tuple(names), encoder)
+    clusters = _average_linkage(similarity, max(1, round(len(names) / group_size)), max_size=2 * group_size)
+    clusters = _absorb_singletons(clusters, similarity)
+    return _labelled(names, clusters, similarity)
+
+
+def _encoder_similarity(names: tuple[str, ...], encoder: str) -> np.ndarray:
+    import torch
+    from transformers import AutoTokenizer, CLIPTextModelWithProjection
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(encoder)
+        model = CLIPTextModelWithProjection.from_pretrained(encoder).eval()
+    except (OSError, ValueError) as error:
+        raise FdrdError(f"cannot load the CLIP text encoder {encoder!r} ({error}); pass a CLIP checkpoint "
+                        "(Hub id or folder) to --meta-encoder") from None
+    prompts = [f"a photo of a {' '.join(name_key(n).split())}." for n in names]
+    limit = model.config.max_position_embeddings
+    with torch.no_grad():
+        batch = tokenizer(prompts, padding=True, truncation=True, max_length=limit, return_tensors="pt")
+        embeddings = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).text_embeds
+    vectors = torch.nn.functional.normalize(embeddings.float(), dim=-1).numpy()
+    return vectors @ vectors.T
 
 
 TIE_TOLERANCE = 1e-9

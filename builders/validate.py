@@ -1,9 +1,12 @@
 """`fdrd validate`: check a built FDRD directory against its manifest and the record schema.
 
-Everything is recomputed from the files, nothing is trusted: shard checksums and sizes, the Arrow
-schema (with its `huggingface` metadata), each row (fdrd.schema.validate_record, image bytes vs the
-`sha256` column, domain/split vs the shard), unique ids, per-split counts, the content hash, and
-train/test leaks from the `phash` column.
+Everything is recomputed from the files, nothing is trusted: the manifest's shape, shard paths (inside
+the folder), checksums and sizes (fdrd.manifest.verify_shards, the check `fdrd bench` runs too), the
+card's configs (they must load exactly the listed shards: fdrd/dataset_card.py), the Arrow schema (with
+its `huggingface` metadata), each row (fdrd.schema.validate_record, image bytes vs the `sha256` column,
+domain/split vs the shard, a caption), unique ids, total and per-split counts (rows, categories, rejected inputs),
+the content hash, and train/test leaks from the `phash` column. A build of no rows, or one whose
+manifest lists domain/splits that made no row, is never ok.
 """
 
 from __future__ import annotations
@@ -20,10 +23,13 @@ from rich.console import Console
 from rich.progress import track
 
 from builders.normalize import confirmed_near_duplicates
-from builders.pipeline import DEFAULT_PHASH_THRESHOLD, TRAINING_SPLITS
-from builders.report import read_rejected
-from fdrd.manifest import MANIFEST_FORMAT, content_hash, read_manifest, row_digest, sha256_file
-from fdrd.schema import arrow_schema, validate_record
+from builders.report import REJECTED_NAME, read_rejected
+from builders.stages.options import DEFAULT_PHASH_THRESHOLD, TRAINING_SPLITS
+from fdrd.dataset_card import card_problems
+from fdrd.errors import FdrdError
+from fdrd.manifest import content_hash, read_build_manifest, row_digest, script_problems, verify_shards
+from fdrd.schema import SCHEMA_VERSION, arrow_schema, validate_record
+from fdrd.untrusted import path_problem
 
 MAX_LISTED_PER_KIND = 20  # a broken build can have thousands of bad rows; list a few per kind
 
@@ -57,15 +63,12 @@ class _Problems:
 
 def _check_shard(directory: Path, shard: dict[str, Any], problems: _Problems, seen_ids: dict[str, str]) -> list[dict]:
     """Checks of one shard; returns its rows without image bytes (for counts, hashes and leaks)."""
-    path = directory / shard["path"]
     name = shard["path"]
-    if not path.is_file():
-        problems.add("missing shard", f"{name}: listed in manifest.json but missing")
-        return []
-    if path.stat().st_size != shard["bytes"]:
-        problems.add("checksum", f"{name}: {path.stat().st_size} bytes, manifest says {shard['bytes']}")
-    if sha256_file(path) != shard["sha256"]:
-        problems.add("checksum", f"{name}: sha256 differs from manifest.json (file changed after the build)")
+    for problem in verify_shards(directory, {"shards": [shard]}):  # the one check bench runs too
+        problems.add("shard file", problem)
+    path = directory / name
+    if path_problem(name) is not None or not path.resolve().is_relative_to(directory.resolve()) or not path.is_file():
+        return []  # never read a file the manifest may not name
     try:
         parquet = pq.ParquetFile(path)
     except Exception as error:
@@ -92,6 +95,8 @@ def _check_shard(directory: Path, shard: dict[str, Any], problems: _Problems, se
                 problems.add("placement", f"{where}: {row['domain']}/{row['split']} row in a {shard['domain']}/{shard['split']} shard")
             for problem in validate_record({**row, "image": image}):
                 problems.add("record", f"{where}: {problem}")
+            if not (row["caption"] or "").strip():
+                problems.add("record", f"{where}: empty caption (a row without caption text is not an FDRD row)")
             if rid in seen_ids:
                 problems.add("duplicate id", f"{where}: id also in {seen_ids[rid]}")
             seen_ids[rid] = name
@@ -137,17 +142,19 @@ def validate_build(
 ) -> ValidationReport:
     """Every check on `directory`; with a console, a progress bar over the shards."""
     directory = Path(directory)
-    manifest = read_manifest(directory)
+    manifest = read_build_manifest(directory)  # a manifest of another shape is a named error
     report = ValidationReport(manifest=manifest)
     problems = _Problems()
-    if manifest.get("format") != MANIFEST_FORMAT:
-        problems.add("manifest", f"manifest.json: format is {manifest.get('format')!r}, expected {MANIFEST_FORMAT!r}")
-    shards = manifest.get("shards", [])
+    if manifest.get("schema_version", SCHEMA_VERSION) != SCHEMA_VERSION:
+        problems.add("manifest", f"manifest.json: schema_version {manifest['schema_version']!r}, this fdrd writes {SCHEMA_VERSION!r}")
+    shards = manifest["shards"]
     listed = {s["path"] for s in shards}
     for path in sorted(directory.rglob("*.parquet")):
         relative = path.relative_to(directory).as_posix()
         if relative not in listed and not relative.startswith("."):
             problems.add("unlisted shard", f"{relative}: Parquet file not listed in manifest.json")
+    for problem in card_problems(directory, manifest) + script_problems(directory):
+        problems.add("card", problem)
     seen_ids: dict[str, str] = {}
     rows = []
     shown = track(shards, description="checking shards", console=console, transient=True) if console else shards
@@ -156,18 +163,19 @@ def validate_build(
     report.rows, report.shards = len(rows), len(shards)
 
     report.content_hash = content_hash(row_digest(r) for r in rows)  # row_digest ignores "_shard"
-    if report.content_hash != manifest.get("content_hash"):
-        problems.add("content hash", f"content hash of the rows is {report.content_hash}, manifest.json says {manifest.get('content_hash')}")
-    actual_rows = Counter((r["domain"], r["split"]) for r in rows)
-    for domain, info in manifest.get("domains", {}).items():
-        for split, counts in info.get("splits", {}).items():
-            actual = actual_rows[domain, split]
-            if actual != counts.get("images"):
-                problems.add("counts", f"{domain}/{split}: {actual} rows, manifest.json says {counts.get('images')}")
-    rejected = read_rejected(directory)
-    listed_rejected = manifest.get("rejected", {}).get("count", 0)
-    if len(rejected) != listed_rejected:
-        problems.add("rejected", f"rejected.jsonl: {len(rejected)} lines, manifest.json says {listed_rejected}")
+    if report.content_hash != manifest["content_hash"]:
+        problems.add("content hash", f"content hash of the rows is {report.content_hash}, manifest.json says {manifest['content_hash']}")
+    if len(rows) != manifest["rows"]:
+        problems.add("counts", f"{len(rows)} rows in the shards, manifest.json says {manifest['rows']}")
+    _check_counts(directory, manifest, rows, problems)
+    if report.rows == 0:
+        problems.add("empty", "the build holds no rows: nothing can be loaded or benchmarked (see rejected.jsonl)")
+    for failure in manifest.get("failures", []):
+        reasons = ", ".join(f"{n} {kind}" for kind, n in failure.get("reasons", {}).items())
+        problems.add(
+            "empty",
+            f"{failure['domain']}/{failure['split']}: no row from {failure['entries']} inputs ({reasons})",
+        )
 
     threshold = manifest.get("build", {}).get("phash_threshold", DEFAULT_PHASH_THRESHOLD)
     for test, other, distance in _leaks(directory, rows, threshold):
@@ -181,3 +189,37 @@ def validate_build(
             problems.add("leak", f"leak: {message}")
     report.problems = problems.finish()
     return report
+
+
+def _check_counts(directory: Path, manifest: dict[str, Any], rows: list[dict], problems: _Problems) -> None:
+    """Per domain and split: images, categories and rejected inputs as manifest.json states them."""
+    actual_rows = Counter((r["domain"], r["split"]) for r in rows)
+    categories: dict[tuple[str, str], set[str]] = {}
+    for r in rows:
+        categories.setdefault((r["domain"], r["split"]), set()).add(r["category"])
+    try:
+        rejected = read_rejected(directory)
+    except FdrdError as error:
+        problems.add("rejected", str(error))
+        rejected = None
+    rejected_by_split = Counter((r.get("domain"), r.get("split")) for r in rejected or [])
+    stated = set()
+    for domain, info in manifest["domains"].items():
+        for split, counts in info.get("splits", {}).items():
+            stated.add((domain, split))
+            if actual_rows[domain, split] != counts.get("images"):
+                problems.add("counts", f"{domain}/{split}: {actual_rows[domain, split]} rows, manifest.json says {counts.get('images')}")
+            if "categories" in counts and len(categories.get((domain, split), ())) != counts["categories"]:
+                problems.add("counts", f"{domain}/{split}: {len(categories.get((domain, split), ()))} categories, "
+                                       f"manifest.json says {counts['categories']}")
+            if rejected is not None and "rejected" in counts and rejected_by_split[domain, split] != counts["rejected"]:
+                problems.add("rejected", f"{domain}/{split}: {rejected_by_split[domain, split]} lines in rejected.jsonl, "
+                                         f"manifest.json says {counts['rejected']}")
+    for domain, split in sorted(set(actual_rows) - stated):
+        problems.add("counts", f"{domain}/{split}: {actual_rows[domain, split]} rows that manifest.json does not count")
+    listed_file = manifest.get("rejected", {}).get("file", REJECTED_NAME)
+    if listed_file != REJECTED_NAME:
+        problems.add("rejected", f"manifest.json: rejected.file is {str(listed_file)[:100]!r}, a build writes {REJECTED_NAME!r}")
+    listed_rejected = manifest.get("rejected", {}).get("count", 0)
+    if rejected is not None and len(rejected) != listed_rejected:
+        problems.add("rejected", f"rejected.jsonl: {len(rejected)} lines, manifest.json says {listed_rejected}")

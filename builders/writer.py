@@ -1,13 +1,14 @@
 """Parquet shards of FDRD rows: `<out>/<domain>/<split>-NNNNN-of-MMMMM.parquet`.
 
 Shards carry fdrd.schema.arrow_schema() (with its `huggingface` metadata, so `datasets` decodes the
-image column), row groups of about 100 rows (a reader can fetch a few rows without a whole shard)
+image column, spelled so that `datasets` 3.x reads it too: see `portable_schema`), row groups of about 100 rows (a reader can fetch a few rows without a whole shard)
 and a page index. Every file is written under a temporary name and renamed into place, so a crash
 leaves either no shard or a whole one.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -58,8 +59,33 @@ def plan_shards(split: str, image_bytes: Sequence[int], target_bytes: int = DEFA
     return [ShardPlan(split, k, len(pairs), start, stop) for k, (start, stop) in enumerate(pairs)]
 
 
+def _portable(feature: Any) -> Any:
+    """A feature's JSON as every `datasets` from 3.0 on reads it: `datasets` 4 writes lists as
+    {"_type": "List", "feature": ...}, a type 3.x does not know; the older spellings (a JSON list
+    around the item for a list of any length, "Sequence" with a length) mean the same to both."""
+    if isinstance(feature, dict):
+        if feature.get("_type") == "List":
+            item = _portable(feature["feature"])
+            length = feature.get("length", -1)
+            return [item] if length == -1 else {"feature": item, "length": length, "_type": "Sequence"}
+        return {key: _portable(value) for key, value in feature.items()}
+    if isinstance(feature, list):
+        return [_portable(item) for item in feature]
+    return feature
+
+
+def portable_schema() -> pa.Schema:
+    """fdrd.schema.arrow_schema() with its `huggingface` features metadata in the portable spelling."""
+    schema = arrow_schema()
+    metadata = dict(schema.metadata or {})
+    info = json.loads(metadata[b"huggingface"])
+    info["info"]["features"] = _portable(info["info"]["features"])
+    metadata[b"huggingface"] = json.dumps(info).encode()
+    return schema.with_metadata(metadata)
+
+
 def rows_to_table(rows: Iterable[Mapping[str, Any]]) -> pa.Table:
-    return pa.Table.from_pylist(list(rows), schema=arrow_schema())
+    return pa.Table.from_pylist(list(rows), schema=portable_schema())
 
 
 def write_parquet_atomic(path: str | os.PathLike, table: pa.Table) -> None:
@@ -78,5 +104,8 @@ def write_parquet_atomic(path: str | os.PathLike, table: pa.Table) -> None:
             tmp.unlink()
 
 
-def write_shard(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]]) -> None:
-    write_parquet_atomic(path, rows_to_table(rows))
+def write_shard(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]]) -> int:
+    """Write one shard; returns the Arrow size of its rows in bytes (the card's `num_bytes`)."""
+    table = rows_to_table(rows)
+    write_parquet_atomic(path, table)
+    return table.nbytes

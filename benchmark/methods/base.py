@@ -7,7 +7,8 @@ The trainer only ever talks to this interface, so MaPLe or DCAR are one new file
 Image side in two halves: `frozen_image_features` (what the frozen, prompt-free backbone makes of the
 pixels) and `images_from_features` (the trainable rest, then L2 norm). When `frozen_prompt_free_images`
 is True and the config does not augment, the trainer may compute the first half once per image and
-feed `batch["image_features"]` (`Method.uses_feature_cache`).
+feed `batch["image_features"]` (`Method.uses_feature_cache`). What a method's training batches carry
+beyond that (DCAR's negatives and teacher features) it declares with `training_batch_needs()`.
 
 Config fields say where their default comes from: `why` (a published recipe), `choice` (this
 toolkit's own reading where the paper is silent, the [choice] points of docs/dcar-method.md) and
@@ -93,6 +94,8 @@ class MethodConfig:
                                  "we do so that a diverging run stops with a named step instead of NaN")
     augment: bool = why(False, "random resized crop + flip on training images, as CoOp/MaPLe train; "
                         "methods set their own default")
+    drop_last_batch: bool = departure(False, "Dassl (CoOp, MaPLe, CLIP-Adapter) drops the last partial training "
+                                      "batch; we keep it so that every drawn shot is trained on in every epoch")
 
     def __post_init__(self) -> None:
         problems = self.problems()
@@ -108,7 +111,7 @@ class MethodConfig:
     def problems(self) -> list[str]:
         """What makes this config untrainable, in plain words; subclasses extend the list."""
         found = []
-        if self.epochs < 0:
+        if self.epochs is not None and self.epochs < 0:  # None: decided by the shots drawn (for_shots)
             found.append(f"epochs must be 0 or more, got {self.epochs}")
         if self.batch_size < 1:
             found.append(f"batch_size must be at least 1, got {self.batch_size}")
@@ -166,6 +169,11 @@ class Method(nn.Module):
         """Whether frozen image features may be computed once and reused: the image side is frozen and
         prompt-free, and training images are not augmented (a crop changes the features)."""
         return self.frozen_prompt_free_images and not self.config.augment
+
+    def training_batch_needs(self) -> BatchNeeds:
+        """What this method's training batches must carry beyond captions, category ids and the image side
+        (benchmark.data.SplitBatches reads it; evaluation batches never carry more)."""
+        return BatchNeeds()
 
     # ---------------------------------------------------------------- text
     @property
@@ -235,6 +243,23 @@ def contrastive_losses(images: torch.Tensor, texts: torch.Tensor, logit_scale: f
         "i2t_loss": image_to_text.detach(),
         "t2i_loss": text_to_image.detach(),
     }
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchNeeds:
+    """Extra content of a method's training batches (see benchmark.data.SplitBatches)."""
+
+    # Negative captions per record: token ids and masks, each one's category id, kind and validity.
+    negatives: int = 0
+    # Frozen, prompt-free image features for teacher signals: of the "original" (un-augmented) image,
+    # computed once per record, or of the "augmented" view the step trains on; None: not needed.
+    teacher_features: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.negatives < 0:
+            raise ValueError(f"negatives must be 0 or more, got {self.negatives}")
+        if self.teacher_features not in (None, "original", "augmented"):
+            raise ValueError(f"teacher_features must be None, 'original' or 'augmented', got {self.teacher_features!r}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,15 +15,26 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.methods.base import Method, MethodConfig, register_method, why
+from benchmark.methods.base import Method, MethodConfig, Preset, departure, register_method, why
+from benchmark.methods.coop import NO_AUGMENT, ShotScheduledConfig
+
+# gaopengcuhk/CLIP-Adapter ships clip_adapter.py as a Dassl trainer and no config of its own: its README says
+# to run it with CoOp's commands, i.e. CoOp's configs (batch 32, SGD lr 0.002, epochs by shots, warm-up).
 
 
 @dataclasses.dataclass
-class ClipAdapterConfig(MethodConfig):
-    reduction: int = why(4, "CLIP-Adapter's bottleneck: width / 4")
-    ratio: float = why(0.2, "CLIP-Adapter's residual ratio for fine-grained datasets: 0.2 adapted + 0.8 frozen")
-    batch_size: int = why(32, "CLIP-Adapter's batch size; the contrastive loss also needs in-batch negatives")
-    lr: float = why(0.002, "[choice] CoOp's SGD schedule, so the two baselines differ only in what they train")
+class ClipAdapterConfig(ShotScheduledConfig):
+    augment: bool = departure(False, NO_AUGMENT.format(recipe="CLIP-Adapter's runs (CoOp's configs)"))
+    reduction: int = why(4, "CLIP-Adapter's bottleneck: width / 4 (Adapter(c_in, reduction=4))")
+    ratio: float = why(0.2, "CLIP-Adapter's code: 0.2 adapted + 0.8 frozen image feature")
+
+    def problems(self) -> list[str]:
+        found = super().problems()
+        if self.reduction < 1:
+            found.append(f"reduction must be at least 1, got {self.reduction}")
+        if not 0 <= self.ratio <= 1:
+            found.append(f"ratio blends adapted and frozen features and must be in [0, 1], got {self.ratio}")
+        return found
 
 
 @register_method
@@ -32,6 +43,10 @@ class ClipAdapter(Method):
     config_class: ClassVar[type[MethodConfig]] = ClipAdapterConfig
     # The adapter acts on the frozen image embedding, so that embedding can be cached.
     frozen_prompt_free_images: ClassVar[bool] = True
+    presets: ClassVar[dict[str, Preset]] = {
+        "quick": Preset({"epochs": 50}, "offline demo on a tiny CPU model: CoOp's shortest schedule (50 "
+                        "epochs) instead of 200"),
+    }
 
     def __init__(self, backbone, config: ClipAdapterConfig):
         super().__init__(backbone, config)

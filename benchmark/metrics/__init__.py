@@ -1,9 +1,10 @@
-"""Retrieval metrics: exact, streaming recall@K over image and caption embeddings."""
+"""Retrieval metrics: exact, streaming recall@K over image and caption embeddings (torch or Triton)."""
 
 from benchmark.metrics.recall import (
     DEFAULT_BLOCK_SIZE,
     RecallBackend,
     available_recall_backends,
+    choose_backend,
     positive_ranks,
     recall_from_ranks,
     register_recall_backend,
@@ -14,6 +15,7 @@ __all__ = [
     "DEFAULT_BLOCK_SIZE",
     "RecallBackend",
     "available_recall_backends",
+    "choose_backend",
     "positive_ranks",
     "recall_from_ranks",
     "register_recall_backend",

@@ -1,8 +1,9 @@
 """Exact image<->text retrieval recall@K, computed in blocks so that the N x M score matrix never exists.
 
 Definitions (docs/benchmark.md has the long form):
-- score(i, j) is the float32 dot product of image embedding i and caption embedding j (the methods give
-  L2-normalised embeddings, so this is the cosine).
+- score(i, j) is the dot product of image embedding i and caption embedding j, accumulated in float32
+  (the methods give L2-normalised embeddings, so this is the cosine). Identical vectors get identical
+  scores wherever they sit, so a duplicate of a positive ties with it.
 - text -> image: the rank of caption j's image is 1 + the number of OTHER images scoring >= that image.
 - image -> text: image i's positive score is the best score among its own captions; its rank is 1 + the
   number of captions of OTHER images scoring >= it.
@@ -12,21 +13,25 @@ last, so it gets 0 recall (for K below the candidate count), never 100.
 Each (image block, caption block) score tile serves both directions: its rows are counted for image ->
 text and its columns for text -> image, so the cost is one blocked GEMM plus two comparisons per score.
 The positives are excluded by index, using the very tile values that were counted, so float rounding
-can never make a positive count against itself.
+can never make a positive count against itself. A BLAS rounds by position, so when some embeddings are
+identical the torch backend ranks their distinct vectors instead (benchmark/metrics/deduplicated.py).
 
 Backends compute the two rank vectors; `retrieval_recall` turns ranks into the metrics. The "torch"
-backend runs on any torch device; a fused GPU kernel registers itself with `register_recall_backend`
-and is picked by backend="auto" on the devices it claims.
+backend runs on any torch device; the "triton" backend (benchmark/metrics/triton_recall.py), a fused
+kernel, is picked by backend="auto" on CUDA devices when Triton is installed. Others register with
+`register_recall_backend`.
 """
 
 from __future__ import annotations
 
-import sys
+import importlib.util
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
+from benchmark.metrics.counting import count_true_per_column, count_true_per_row
+from benchmark.metrics.deduplicated import deduplicated_ranks, first_occurrences
 from fdrd.errors import FdrdError
 
 # A tile of 2048 x 2048 float32 scores is 16 MiB (+ 4 MiB per boolean mask): big enough that the GEMM
@@ -49,6 +54,11 @@ class RecallBackend:
     # Higher wins under backend="auto" when several claim the device.
     priority: int = 0
     available: Callable[[], bool] = lambda: True
+    # Embedding dtypes it ranks as they are (accumulating in float32); others are converted to float32,
+    # which is exact for half precision.
+    input_dtypes: frozenset[torch.dtype] = field(default_factory=lambda: frozenset({torch.float32}))
+    # What `available` needs, for the error when it is asked for by name and missing.
+    requirement: str = ""
 
 
 _BACKENDS: dict[str, RecallBackend] = {}
@@ -72,7 +82,10 @@ def choose_backend(name: str, device: torch.device) -> RecallBackend:
             )
         backend = _BACKENDS[name]
         if not backend.available():
-            raise FdrdError(f"recall backend {name!r} is not available on this machine; use backend='torch'")
+            needs = f" ({backend.requirement})" if backend.requirement else ""
+            raise FdrdError(
+                f"recall backend {name!r} is not available on this machine{needs}; use backend='torch'"
+            )
         return backend
     candidates = [
         backend
@@ -93,44 +106,20 @@ def _caption_offsets(text_to_image: torch.Tensor, num_images: int) -> tuple[torc
     return order, offsets
 
 
-# Counting the True entries of a boolean tile is as slow as the comparison that made it when torch
-# widens every bool to an integer. Reading eight bools at once as one int64 word adds eight counters
-# in parallel (one per byte lane); a lane holds at most 255, so at most this many words are summed
-# before the lanes are split apart. Little-endian only: byte k of a word is then column 8w + k.
-_LANE_LIMIT = 255
-_PACKED_COUNTS = sys.byteorder == "little"
-
-
-def count_true_per_row(mask: torch.Tensor) -> torch.Tensor:
-    """`mask.sum(1)` for a contiguous 2-D bool tensor, eight entries per machine word."""
-    rows, cols = mask.shape
-    if not _PACKED_COUNTS or cols % 8 or not mask.is_contiguous() or mask.device.type != "cpu":
-        return mask.sum(1, dtype=torch.int64)
-    words = mask.view(torch.int64)
-    counts = torch.zeros(rows, dtype=torch.int64, device=mask.device)
-    for start in range(0, words.shape[1], _LANE_LIMIT):
-        lanes = words[:, start : start + _LANE_LIMIT].sum(1)
-        counts += lanes.view(torch.uint8).view(rows, 8).sum(1, dtype=torch.int64)
-    return counts
-
-
-def count_true_per_column(mask: torch.Tensor) -> torch.Tensor:
-    """`mask.sum(0)` for a contiguous 2-D bool tensor, eight entries per machine word."""
-    rows, cols = mask.shape
-    if not _PACKED_COUNTS or cols % 8 or not mask.is_contiguous() or mask.device.type != "cpu":
-        return mask.sum(0, dtype=torch.int64)
-    words = mask.view(torch.int64)
-    counts = torch.zeros(cols, dtype=torch.int64, device=mask.device)
-    for start in range(0, rows, _LANE_LIMIT):
-        lanes = words[start : start + _LANE_LIMIT].sum(0)
-        counts += lanes.view(torch.uint8).to(torch.int64)
-    return counts
-
-
 def torch_blocked_ranks(
     image_emb: torch.Tensor, text_emb: torch.Tensor, text_to_image: torch.Tensor, block_size: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact ranks of the positives with O((N + M) * D + block^2) memory.
+    """Exact ranks of the positives with O((N + M) * D + block^2) memory; duplicates tie."""
+    image_first, text_first = first_occurrences(image_emb), first_occurrences(text_emb)
+    if image_first is not None or text_first is not None:
+        return deduplicated_ranks(image_emb, text_emb, text_to_image, block_size, image_first, text_first)
+    return distinct_blocked_ranks(image_emb, text_emb, text_to_image, block_size)
+
+
+def distinct_blocked_ranks(
+    image_emb: torch.Tensor, text_emb: torch.Tensor, text_to_image: torch.Tensor, block_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact ranks when no two image and no two caption embeddings are identical.
 
     Captions are reordered so that those of image block b form caption block b. The diagonal tile
     (b, b) then holds every positive of both blocks: it is computed first and alone gives the
@@ -202,6 +191,32 @@ def torch_blocked_ranks(
 
 register_recall_backend(
     RecallBackend(name="torch", ranks=torch_blocked_ranks, device_types=frozenset({"cpu", "cuda", "mps"}))
+)
+
+
+def _triton_installed() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
+def _triton_ranks(
+    image_emb: torch.Tensor, text_emb: torch.Tensor, text_to_image: torch.Tensor, block_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    # Imported on first use: importing Triton takes a second, and machines without it rank with torch.
+    from benchmark.metrics.triton_recall import triton_ranks
+
+    return triton_ranks(image_emb, text_emb, text_to_image, block_size)
+
+
+register_recall_backend(
+    RecallBackend(
+        name="triton",
+        ranks=_triton_ranks,
+        device_types=frozenset({"cuda"}),
+        priority=10,
+        available=_triton_installed,
+        input_dtypes=frozenset({torch.float32, torch.bfloat16, torch.float16}),
+        requirement="it needs the triton package: pip install triton",
+    )
 )
 
 
@@ -281,11 +296,15 @@ def positive_ranks(
         raise FdrdError(f"retrieval_recall: block_size must be positive, got {block_size}")
     text_to_image = torch.as_tensor(text_to_image, device=text_emb.device)
     _check_inputs(image_emb, text_emb, text_to_image)
-    # Half-precision scores would round distinct cosines into ties; rank on float32 scores.
-    image_emb = image_emb.detach().float().contiguous()
-    text_emb = text_emb.detach().float().to(image_emb.device).contiguous()
-    text_to_image = text_to_image.long().to(image_emb.device)
     chosen = choose_backend(backend, image_emb.device)
+    # Scores are always accumulated in float32 (half-precision scores would round distinct cosines into
+    # ties); a backend that multiplies half-precision inputs natively gets them as they are.
+    dtype = image_emb.dtype
+    if dtype != text_emb.dtype or dtype not in chosen.input_dtypes:
+        dtype = torch.float32
+    image_emb = image_emb.detach().to(dtype).contiguous()
+    text_emb = text_emb.detach().to(image_emb.device, dtype).contiguous()
+    text_to_image = text_to_image.long().to(image_emb.device)
     return chosen.ranks(image_emb, text_emb, text_to_image, block_size)
 
 

@@ -8,7 +8,6 @@ and spans never overlap; every span's offsets slice the caption exactly, which
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -17,9 +16,12 @@ from typing import Any
 
 from fdrd.errors import FdrdError
 from fdrd.schema import ATTRIBUTE_TYPES
+from fdrd.untrusted import read_json_file
 
 DEFAULT_VOCABULARY = Path(__file__).with_name("vocabulary.json")
-_KNOWN_KEYS = {"_about", "attributes", "domain_attributes", "synonyms", "head_nouns"}
+_KNOWN_KEYS = {"_about", "attributes", "domain_attributes", "synonyms", "head_nouns", "compound_heads", "roles"}
+# Grammatical role of an entry when `roles` does not name it: an attribute swap keeps the role.
+_DEFAULT_ROLE = {"count": "plural", "shape": "noun", "background": "noun"}
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,11 @@ class Vocabulary:
     domain_attributes: dict[str, dict[str, tuple[str, ...]]] = field(default_factory=dict)
     synonyms: tuple[frozenset[str], ...] = ()
     head_nouns: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # Nouns that a head noun modifies in a compound ("cat tree", "dog bed"): there the head noun
+    # names no animal, so category insertion leaves it alone and imports undo "Bengal tree".
+    compound_heads: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # attribute type -> lower-cased entry -> role, for entries whose role is not the type's default.
+    roles: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def for_domain(self, domain: str) -> dict[str, tuple[str, ...]]:
         """Entries per type that apply in `domain`: the shared ones plus the domain's own."""
@@ -46,6 +53,28 @@ class Vocabulary:
 
     def nouns_for(self, domain: str) -> tuple[str, ...]:
         return tuple(dict.fromkeys(self.head_nouns.get(domain, ()) + self.head_nouns.get("default", ())))
+
+    def swap_pool(self, domain: str, kind: str) -> tuple[str, ...]:
+        """Entries an attribute swap may write for a span of type `kind` in `domain`: the domain's own
+        entries of that type when it lists any ("blooming" -> "wilting", never "jumping"), else the
+        shared ones."""
+        own = self.domain_attributes.get(domain, {}).get(kind)
+        return own if own else self.attributes.get(kind, ())
+
+    def role_of(self, kind: str, value: str) -> str:
+        """The grammatical role of an entry: named in `roles`, else the type's default (shape and
+        background nouns are plural when they end in s: "petals" is never swapped with "stem")."""
+        lower = " ".join(value.lower().split())
+        named = self.roles.get(kind, {}).get(lower)
+        if named is not None:
+            return named
+        role = _DEFAULT_ROLE.get(kind, kind)
+        if role == "noun" and lower.endswith("s") and not lower.endswith("ss"):
+            return "plural noun"
+        return role
+
+    def compounds_for(self, domain: str) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(self.compound_heads.get(domain, ()) + self.compound_heads.get("default", ())))
 
     def are_synonyms(self, a: str, b: str) -> bool:
         return b.lower() in self.synonyms_of(a)
@@ -106,12 +135,9 @@ def _typed_entries(data: Any, where: str) -> dict[str, tuple[str, ...]]:
 
 
 def _read(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FdrdError(f"{path}: vocabulary file not found; check the --vocabulary path") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise FdrdError(f"{path}: not valid JSON ({error}); fix the vocabulary file") from None
+    if not path.is_file():
+        raise FdrdError(f"{path}: vocabulary file not found; check the --vocabulary path")
+    data = read_json_file(path, "fix the vocabulary file")  # NUL, deep nesting: named errors
     if not isinstance(data, dict) or set(data) - _KNOWN_KEYS:
         extra = sorted(set(data) - _KNOWN_KEYS) if isinstance(data, dict) else ["<not an object>"]
         raise FdrdError(f"{path}: unknown key(s) {', '.join(extra)}; allowed: {', '.join(sorted(_KNOWN_KEYS))}")
@@ -131,6 +157,8 @@ def load_vocabulary(extra_path: str | Path | None = None) -> Vocabulary:
     domain_attributes: dict[str, dict[str, tuple[str, ...]]] = {}
     synonyms: list[frozenset[str]] = []
     head_nouns: dict[str, tuple[str, ...]] = {}
+    compound_heads: dict[str, tuple[str, ...]] = {}
+    roles: dict[str, dict[str, str]] = {}
     for path in [DEFAULT_VOCABULARY] + ([Path(extra_path)] if extra_path else []):
         data = _read(path)
         attributes = _merge(attributes, _typed_entries(data.get("attributes", {}), f"{path}: attributes"))
@@ -146,7 +174,20 @@ def load_vocabulary(extra_path: str | Path | None = None) -> Vocabulary:
         if not isinstance(nouns, dict):
             raise FdrdError(f"{path}: head_nouns must be an object of domain -> list of nouns")
         head_nouns = _merge(head_nouns, {d: _entries(n, f"{path}: head_nouns.{d}") for d, n in nouns.items()})
-    return Vocabulary(attributes, domain_attributes, tuple(synonyms), head_nouns)
+        compounds = data.get("compound_heads") or {}
+        if not isinstance(compounds, dict):
+            raise FdrdError(f"{path}: compound_heads must be an object of domain -> list of nouns")
+        compound_heads = _merge(
+            compound_heads, {d: _entries(n, f"{path}: compound_heads.{d}") for d, n in compounds.items()}
+        )
+        for kind, table in (data.get("roles") or {}).items():
+            where = f"{path}: roles.{kind}"
+            if kind not in ATTRIBUTE_TYPES or not isinstance(table, dict):
+                raise FdrdError(f"{where}: expected an attribute type ({', '.join(ATTRIBUTE_TYPES)}) -> role -> entries")
+            for role, entries in table.items():
+                for entry in _entries(entries, f"{where}.{role}"):
+                    roles.setdefault(kind, {})[entry.lower()] = role
+    return Vocabulary(attributes, domain_attributes, tuple(synonyms), head_nouns, compound_heads, roles)
 
 
 # Masks for protected characters: a letter that no entry contains for letters and digits (so that

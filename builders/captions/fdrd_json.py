@@ -10,7 +10,6 @@ those records are matched by file name instead. A path that would leave the data
 
 from __future__ import annotations
 
-import json
 import posixpath
 import re
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from typing import Any
 
 from fdrd.errors import FdrdError
 from fdrd.schema import COOP_DOMAINS
+from fdrd.untrusted import read_json_file
 
 
 @dataclass(frozen=True)
@@ -62,10 +62,7 @@ def _field(record: Any, name: str, kind: type, where: str, required: bool = True
 def read_released(path: str | Path) -> list[ReleasedRecord]:
     """Every record of one released-format file, in file order; malformed input is a named error."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise FdrdError(f"{path}: not valid JSON ({error}); is this a released FDRD caption file?") from None
+    data = read_json_file(path, "is this a released FDRD caption file?")  # NUL, deep nesting: named errors
     if not isinstance(data, dict):
         raise FdrdError(f"{path}: top level must be an object {{image_key: record}}, found {type(data).__name__}")
     records = []
@@ -291,31 +288,3 @@ def sound_released_negatives(
         seen.add(lowered)
         kept.append({"text": text, "kind": "category", "category": other})
     return kept, len(released) - len(kept)
-
-
-# The generic words that the released generator replaced by the class name with plain substring
-# replacement (shared/docs/fdrd-data.md): where the class landed inside another word, this is the
-# word that was there ("sAbyssiniantered" was "scattered", "air707-320" was "airplane").
-RELEASED_SUBSTITUTED_WORDS = {"oxford_pets": ("cat", "dog"), "fgvc_aircraft": ("plane",)}
-
-
-def repair_in_word_class(positive: str, category: str, domain: str, meta_category: str) -> tuple[str, int]:
-    """Undo the released generator's substitutions inside words: every occurrence of the class
-    name glued to letters becomes the generic word it replaced (for pets the species, which is
-    the meta-category). Returns the caption and how many occurrences were repaired. Domains whose
-    released captions were not made by substitution (flowers: "rosebud" is a real word) are left
-    alone."""
-    from builders.captions.insert import inside_word, loose_name_pattern
-
-    words = RELEASED_SUBSTITUTED_WORDS.get(domain)
-    if not words:
-        return positive, 0
-    word = meta_category.lower() if meta_category.lower() in words else words[0]
-    repaired = 0
-    out = positive
-    for match in reversed(list(loose_name_pattern(category).finditer(positive))):
-        start, end = match.span()
-        if inside_word(positive, start, end):  # a plural ("two Bengals") is not glued
-            out = out[:start] + word + out[end:]
-            repaired += 1
-    return out, repaired

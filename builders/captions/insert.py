@@ -131,30 +131,44 @@ def replace_name(text: str, name: str, replacement: str) -> str:
     return replace_spans(text, find_name(text, name), replacement)
 
 
-def insertion_kind(caption: str, category: str, head_nouns: Iterable[str]) -> str:
+def _head_noun_spans(caption: str, noun: str, compound_heads: Iterable[str]) -> list[tuple[int, int]]:
+    """Whole-word occurrences of a head noun that are not the first half of a compound ("cat" in
+    "cat tree" names no cat: replacing it by the breed would write "Bengal tree")."""
+    heads = tuple(compound_heads)
+    spans = find_name(caption, noun)
+    if not heads:
+        return spans
+    compound = re.compile(r"\s+(?:" + "|".join(re.escape(h) for h in heads) + r")(?![^\W_])", re.IGNORECASE)
+    return [(s, e) for s, e in spans if not compound.match(caption, e)]
+
+
+def insertion_kind(caption: str, category: str, head_nouns: Iterable[str], compound_heads: Iterable[str] = ()) -> str:
     """What `insert_category` does to this caption: "present" (already named), "replaced" (a head
     noun becomes the category) or "prefixed" (a sentence naming it goes in front)."""
     if contains_name(caption, category):
         return "present"
-    return "replaced" if any(contains_name(caption, noun) for noun in head_nouns) else "prefixed"
+    heads = tuple(compound_heads)
+    return "replaced" if any(_head_noun_spans(caption, noun, heads) for noun in head_nouns) else "prefixed"
 
 
-def insert_category(caption: str, category: str, head_nouns: Iterable[str]) -> str:
+def insert_category(caption: str, category: str, head_nouns: Iterable[str], compound_heads: Iterable[str] = ()) -> str:
     """Put `category` into a VLM caption.
 
     If the caption already names the category, it is returned unchanged. Otherwise the first head
     noun found as a whole word ("cat", "airplane", ...; longest first, so "airplane" wins over
     "plane") is replaced by the category, fixing the article in front of it. Only the first
     occurrence is replaced: later mentions ("the cat looks up") then read naturally as anaphora.
-    With no head noun, a short sentence "This is a/an {category}." is put in front.
+    With no head noun, a short sentence "This is a/an {category}." is put in front. A head noun that
+    starts a compound ("cat tree", `compound_heads`) is not replaced.
     """
     shown = display_name(category)
     caption = caption.strip()
     if contains_name(caption, category):
         return caption
     first: tuple[int, int] | None = None
+    heads = tuple(compound_heads)
     for noun in sorted(set(head_nouns), key=lambda n: (-len(n), n)):
-        spans = find_name(caption, noun)
+        spans = _head_noun_spans(caption, noun, heads)
         if spans and (first is None or spans[0][0] < first[0]):
             first = spans[0]
     if first is not None:

@@ -29,6 +29,7 @@ from builders.captions.insert import (
     name_tokens,
     replace_name,
 )
+from builders.captions.repair import domain_checker
 from builders.taxonomy import Taxonomy
 
 
@@ -112,8 +113,9 @@ def _attribute_candidates(
 ) -> list[tuple[dict[str, Any], str]]:
     """(span, new value) pairs in draw order: up to `per_span` random values for each span, the
     spans in random order and interleaved, so that successive negatives change different spans
-    whenever the caption has several."""
-    entries = vocabulary.for_domain(domain)
+    whenever the caption has several. A value comes from the span's own slot in its domain
+    (`Vocabulary.swap_pool`) and has the span's grammatical role: "petals" never becomes
+    "bell-shaped", "one" never "two", a flower is never "jumping"."""
     drawn: list[list[tuple[dict[str, Any], str]]] = []
     for span in attributes:
         start, end = span["char_start"], span["char_end"]
@@ -124,11 +126,13 @@ def _attribute_candidates(
         word_before = before[0].lower().strip(_PUNCTUATION) if before else None
         word_after = after[0].lower().strip(_PUNCTUATION) if after else None
         same = vocabulary.synonyms_of(span["value"])
+        role = vocabulary.role_of(span["name"], span["value"])
         values = [
             value
-            for value, lower, first, last in _with_edge_words(entries.get(span["name"], ()))
+            for value, lower, first, last in _with_edge_words(vocabulary.swap_pool(domain, span["name"]))
             # "a sofa background" must not become "a dark background background".
             if lower not in same and first != word_before and last != word_after
+            and vocabulary.role_of(span["name"], value) == role
         ]
         if values:
             drawn.append([(span, v) for v in rng.sample(values, min(per_span, len(values)))])
@@ -161,6 +165,7 @@ def make_negatives(
 
     counter = name_counter(taxonomy.categories)
     caption_counts, caption_inside = counter.counts(caption)
+    checker = domain_checker(domain, taxonomy.categories, vocabulary)
 
     def names_only(text: str, allowed: set[str]) -> bool:
         """The negative names no category more often than the caption except `allowed`, and no
@@ -179,6 +184,8 @@ def make_negatives(
             return False
         if not names_only(text, {name_key(named)} if kind == "category" else set()):
             return False
+        if checker.non_words(text) or checker.repeated_names(text):
+            return False  # what the audit would count: "a terrier scottish terrier", a glued name
         seen.add(text.lower())
         result.negatives.append({"text": text, "kind": kind, "category": named})
         return True

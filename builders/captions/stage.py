@@ -4,7 +4,8 @@
 what is missing (None): a caption the source already has is kept, attributes are extracted from the
 caption, negatives are made from caption + attributes + taxonomy. Captioners:
 
-- template:  from structured labels in item.extra["attributes"] (builders/captions/template.py)
+- template:  from structured labels in item.extra["attributes"] (builders/captions/template.py);
+             items without labels (CoOp) get a category caption and category-swap negatives only
 - vlm:       a vision-language model (builders/captions/vlm.py), then the category name is inserted
 - fdrd-json: the released FDRD caption files (builders/captions/fdrd_json.py), defects repaired
 - none:      no captioning; items without a caption are rejected
@@ -20,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from builders.captions.attributes import Vocabulary, load_vocabulary
-from builders.captions.insert import find_name, fix_articles_before, insert_category, insertion_kind
+from builders.captions.insert import find_name
 from builders.captions.negatives import make_negatives, record_rng, swap_candidates
+from builders.captions.repair import Unrepairable, clean_caption, domain_checker
 from builders.captions.vlm import DEFAULT_PROMPT as DEFAULT_VLM_PROMPT  # cheap: torch loads on use
 from builders.captions.vlm import DEFAULT_VLM_MODEL
 from builders.sources.base import Rejection, SourceItem
@@ -104,10 +106,11 @@ def annotate(
     provenance: dict[str, Any] = {"name": captioner}
 
     if captioner == "template":
-        _template_captions(items, todo, options, report, rejected)
+        _template_captions(items, todo, taxonomy, options, report, rejected)
     elif captioner == "vlm":
         provenance.update(
-            _vlm_captions(items, todo, image_bytes, image_sha256, taxonomy, vocabulary, options, cache_dir, report)
+            _vlm_captions(items, todo, image_bytes, image_sha256, taxonomy, vocabulary, options, cache_dir, report,
+                          rejected)
         )
     elif captioner == "fdrd-json":
         record_report, record_rejections = _released_captions(
@@ -115,7 +118,10 @@ def annotate(
         )
     for i in todo:
         if items[i].caption is None and i not in rejected:
-            rejected[i] = f"no caption: captioner {captioner!r} made none and the source gave none"
+            rejected[i] = (
+                f"no caption: captioner {captioner!r} made none and the source gave none"
+                + ("; --captioner template writes category captions without a VLM" if captioner == "none" else "")
+            )
 
     _attributes_and_negatives(items, taxonomy, vocabulary, options, report, rejected, kept_negatives)
     report["rejected_by_caption_stage"] = len(rejected)
@@ -125,18 +131,28 @@ def annotate(
 
 
 def _template_captions(
-    items: list[SourceItem], todo: list[int], options: CaptionOptions, report: Counter[str],
+    items: list[SourceItem], todo: list[int], taxonomy: Taxonomy, options: CaptionOptions, report: Counter[str],
     rejected: dict[int, str],
 ) -> None:
-    from builders.captions.template import template_caption
+    from builders.captions.template import category_caption, template_caption
 
     for i in todo:
         item = items[i]
+        key = record_id(item.domain, item.original)
         labels = item.extra.get("attributes")
-        if not isinstance(labels, dict):
-            rejected[i] = "template captioner: the source gave no attribute labels (extra['attributes'])"
+        if labels is None:
+            # Nothing known beyond the class: a category caption, no attribute invented.
+            item.caption = category_caption(
+                taxonomy.domain, item.category, item.meta_category, taxonomy.categories, key, options.seed
+            )
+            if item.attributes is None:
+                item.attributes = []
+            report["captioned_category_template"] += 1
             continue
-        caption, spans = template_caption(item.category, labels, record_id(item.domain, item.original), options.seed)
+        if not isinstance(labels, dict):
+            rejected[i] = f"template captioner: extra['attributes'] is a {type(labels).__name__}, not {{type: value}}"
+            continue
+        caption, spans = template_caption(item.category, labels, key, options.seed)
         item.caption = caption
         if item.attributes is None:
             item.attributes = spans
@@ -146,6 +162,7 @@ def _template_captions(
 def _vlm_captions(
     items: list[SourceItem], todo: list[int], image_bytes: list[bytes], image_sha256: list[str],
     taxonomy: Taxonomy, vocabulary: Vocabulary, options: CaptionOptions, cache_dir: Path, report: Counter[str],
+    rejected: dict[int, str],
 ) -> dict[str, Any]:
     """Caption `todo` with the VLM; returns the model's provenance for the manifest ({} when
     nothing needed a caption, so no model is touched)."""
@@ -171,16 +188,22 @@ def _vlm_captions(
     with CaptionCache(cache_path, vlm_options.cache_model_key(), vlm_options.cache_prompt_key()) as cache:
         report["cache_hits"] = len(cache.get_many({sha for sha, _ in images}))
     raw = caption_images(images, vlm_options, cache_path)
-    nouns = vocabulary.nouns_for(taxonomy.domain)
     for i in todo:
         caption = " ".join(raw.get(image_sha256[i], "").split())
         if not caption:
             continue  # an empty caption is rejected by the caller: nothing to describe the image with
         caption = caption[0].upper() + caption[1:]  # small models often start in lower case
         item = items[i]
-        item.caption = insert_category(caption, item.category, nouns)
+        try:
+            repair = clean_caption(caption, item.category, taxonomy, domain_checker(taxonomy.domain, taxonomy.categories, vocabulary),
+                                   vocabulary.nouns_for(taxonomy.domain), vocabulary.compounds_for(taxonomy.domain))
+        except Unrepairable as reason:
+            rejected[i] = f"VLM caption {caption!r} cannot be made to read as English: {reason}"
+            report["captions_not_english"] += 1
+            continue
+        item.caption = repair.caption
+        report.update(repair.notes)
         report["captioned_vlm"] += 1
-        report[f"category_{insertion_kind(caption, item.category, nouns)}"] += 1
     return {"model_provenance": model_provenance(vlm_options)}
 
 
@@ -193,7 +216,6 @@ def _released_captions(
         load_released,
         match_records,
         record_level_report,
-        repair_in_word_class,
         sound_released_negatives,
     )
 
@@ -208,6 +230,8 @@ def _released_captions(
     report["duplicate_records"] += len(match.duplicates)
     report["ambiguous_records"] += len(match.ambiguous)
     nouns = vocabulary.nouns_for(taxonomy.domain)
+    compounds = vocabulary.compounds_for(taxonomy.domain)
+    checker = domain_checker(taxonomy.domain, taxonomy.categories, vocabulary)
     quota = options.negatives - options.negatives // 2
     for position, record in match.matches.items():
         i = todo[position]
@@ -216,11 +240,16 @@ def _released_captions(
         if not positive:
             rejected[i] = f"{record.source_file}: record {record.key!r} has an empty positive caption"
             continue
-        positive, glued = repair_in_word_class(positive, item.category, taxonomy.domain, item.meta_category)
-        report["in_word_classes_repaired"] += glued
-        # The released positives sometimes say "A Abyssinian": articles before the name are fixed.
-        caption = fix_articles_before(insert_category(positive, item.category, nouns), item.category)
-        report[f"category_{insertion_kind(positive, item.category, nouns)}"] += 1
+        try:
+            # Undoes the released substitutions, then makes the caption read as English and name its
+            # class; articles before the name are fixed too (the released text says "A Abyssinian").
+            repair = clean_caption(positive, item.category, taxonomy, checker, nouns, compounds, released=True)
+        except Unrepairable as reason:
+            rejected[i] = f"{record.source_file}: record {record.key!r}: the positive cannot be made English: {reason}"
+            report["captions_not_english"] += 1
+            continue
+        caption = repair.caption
+        report.update(repair.notes)
         item.caption = caption
         report["imported"] += 1
         if item.negatives is None:

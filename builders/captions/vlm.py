@@ -137,9 +137,10 @@ class Captioner:
             self.processor = AutoProcessor.from_pretrained(
                 options.model, revision=options.revision, trust_remote_code=options.trust_remote_code
             )
+            # use_safetensors: weights that exist only as pickles (pytorch_model.bin) are refused, never unpickled.
             self.model = AutoModelForImageTextToText.from_pretrained(
                 options.model, revision=options.revision, trust_remote_code=options.trust_remote_code,
-                dtype=self.dtype,
+                dtype=self.dtype, use_safetensors=True,
             )
         except ImportError as error:  # e.g. SmolVLM2's processor needs num2words
             raise FdrdError(f"VLM {options.model}: its processor or model needs a package that is not "

@@ -30,12 +30,14 @@ def resolve_source(
     domains: Sequence[str] | None = None,
     seed: int = 0,
     per_category: int | None = None,
+    meta_encoder: str | None = None,
     **options: Any,
 ) -> Source:
     """The source called `name` over `data_root`, restricted to `domains` when given.
 
     "auto": synthetic without a data root; CoOp when the data root holds CoOp domain folders; an
-    image folder otherwise. `seed` and `per_category` matter to the synthetic source only.
+    image folder otherwise. `seed` and `per_category` matter to the synthetic source only,
+    `meta_encoder` (a CLIP text encoder grouping classes by meaning) to image folders and URL lists.
     """
     if name not in SOURCE_NAMES:
         raise FdrdError(f"unknown source {name!r}; known sources: {', '.join(SOURCE_NAMES)}")
@@ -50,6 +52,7 @@ def resolve_source(
         else:
             name = "imagefolder"
     domain_list = list(domains) if domains is not None else None
+    encoder = {"meta_encoder": meta_encoder} if meta_encoder else {}
     if name == "synthetic":
         from builders.sources.synthetic import SyntheticSource
 
@@ -63,10 +66,10 @@ def resolve_source(
     if name == "imagefolder":
         from builders.sources.imagefolder import ImageFolderSource
 
-        return ImageFolderSource(root, domains=domain_list, **options)
+        return ImageFolderSource(root, domains=domain_list, **encoder, **options)
     from builders.sources.urls import UrlSource  # written by the crawler's owner
 
-    return UrlSource(root, domains=domain_list, **options)
+    return UrlSource(root, domains=domain_list, **encoder, **options)
 
 
 def check_domains(requested: Sequence[str] | None, known: Sequence[str], where: str) -> list[str]:

@@ -3,16 +3,17 @@
 Each domain's fixed split (`split_zhou_*.json`, or the variant lists for fgvc_aircraft) gives
 `[relative_path, label, class_name]` entries; FDRD train = CoOp train + val (kept as split labels
 `train` and `val`), test = CoOp test. The label is the category_id. The source yields image paths;
-it refuses entries that resolve outside the domain folder and rejects entries whose file is missing,
-and leaves decoding to normalization.
+it refuses entries whose path leaves the image folder (absolute, or with `..`), rejects entries
+whose file is missing, and leaves decoding to normalization. Domain and image folders may be
+symlinks (CoOp's DATASETS.md suggests them): `original`, and so the record id, is the path as
+written under the data root, never where a link points.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import Any
 
 from builders.class_names import readable_class_name
@@ -27,6 +28,7 @@ from builders.sources.coop_layout import (
 from builders.taxonomy import Taxonomy, build_taxonomy
 from fdrd.errors import FdrdError
 from fdrd.schema import COOP_DOMAINS
+from fdrd.untrusted import read_json_file
 
 COOP_SPLITS = ("train", "val", "test")
 
@@ -104,7 +106,6 @@ class CoopSource:
         layout = self._layout(domain)
         domain_splits = self._splits(domain)
         taxonomy = self.taxonomy(domain)
-        domain_dir = (self.data_root / domain).resolve()
         image_dir = self.data_root / domain / layout.image_dir
         image_prefix = f"{domain}/{layout.image_dir}/" if layout.image_dir else f"{domain}/"
         for split in _check_splits(splits):
@@ -113,14 +114,16 @@ class CoopSource:
                 if isinstance(entry, BadEntry):
                     yield Rejection(domain, split, f"{domain}/{file}#{split}/{entry.index}", entry.reason)
                     continue
-                lexical = image_prefix + entry.path
                 where = f"{file}: {split} entry {entry.index}"
-                candidate = (image_dir / entry.path).resolve()
-                if Path(entry.path).is_absolute() or not candidate.is_relative_to(domain_dir):
+                relative = inside_path(entry.path)
+                if relative is None:
                     reason = f"{where} points outside the data root ({domain}/): {entry.path}; refusing"
-                    yield Rejection(domain, split, lexical, reason)
+                    yield Rejection(domain, split, image_prefix + entry.path, reason)
                     continue
-                original = candidate.relative_to(self.data_root.resolve()).as_posix()
+                # Named as written under the data root: links the user placed there are followed
+                # when reading, but never decide the name (and so the record id).
+                original = image_prefix + relative
+                candidate = image_dir / relative
                 if not candidate.exists():
                     yield Rejection(domain, split, original, f"missing file ({where})")
                     continue
@@ -148,6 +151,21 @@ class CoopSource:
         return self._split_cache[domain]
 
 
+def inside_path(path: str) -> str | None:
+    """`path` from a split file as a clean relative POSIX path ("./a//b.jpg" -> "a/b.jpg"), or None
+    when it could leave its folder: absolute (POSIX or Windows), or with a `..` part anywhere.
+
+    Checked on the text, not on the resolved path: CoOp's DATASETS.md has users symlink dataset
+    folders into the data root, and a link the user placed there is theirs to follow, while a
+    path written in a data file must stay under its folder."""
+    if not path or path.startswith(("/", "\\")) or PureWindowsPath(path).drive:
+        return None
+    if ".." in path.replace("\\", "/").split("/"):  # a Windows-style "..\\" leaves the folder too
+        return None
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    return "/".join(parts) or None
+
+
 def _check_splits(splits: Sequence[str]) -> list[str]:
     """The CoOp splits among `splits`; `pretrain` (synthetic only) selects nothing here."""
     return [s for s in check_splits(splits) if s in COOP_SPLITS]
@@ -162,10 +180,7 @@ def _read_split_json(domain_dir: Path, layout: CoopDomainLayout) -> DomainSplits
     path = domain_dir / layout.split_file
     if not path.is_file():
         raise _missing_layout(path, layout)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise FdrdError(f"{path}: not valid JSON ({error}); restore the file from the CoOp release") from None
+    data = read_json_file(path, "restore the file from the CoOp release")  # NUL, deep nesting: named errors
     if not isinstance(data, dict) or any(not isinstance(data.get(s), list) for s in COOP_SPLITS):
         raise FdrdError(f"{path}: expected an object with lists 'train', 'val' and 'test'")
     entries: dict[str, list[SplitEntry | BadEntry]] = {}

@@ -2,21 +2,22 @@
 
 One domain per root, named after the folder (or the `domain` option). Categories are the
 sub-folder names in sorted order (category_id = position); an optional `root/meta.json` maps every
-category folder name to its meta-category. Without split folders, each image's split follows from a
+category folder name to its meta-category; without it, categories are grouped by the CLIP text
+encoder `meta_encoder` names, else by spelling with a warning (builders/taxonomy.py). Without split folders, each image's split follows from a
 hash of its path relative to the root: 70% train, 10% val, 20% test, stable when files are added.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from builders.sources import check_splits
 from builders.sources.base import Rejection, SourceItem
-from builders.taxonomy import Taxonomy
+from builders.taxonomy import Taxonomy, group_by_meaning
 from fdrd.errors import FdrdError
+from fdrd.untrusted import read_json_file
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 FOLDER_SPLITS = ("train", "val", "test")
@@ -39,7 +40,8 @@ def readable_folder_name(folder: str) -> str:
 class ImageFolderSource:
     name = "imagefolder"
 
-    def __init__(self, data_root: Path, domains: Sequence[str] | None = None, domain: str | None = None):
+    def __init__(self, data_root: Path, domains: Sequence[str] | None = None, domain: str | None = None,
+                 meta_encoder: str | None = None):
         self.root = Path(data_root)
         if not self.root.is_dir():
             raise FdrdError(f"{self.root}: not a folder; an image folder is <root>/<category>/<images>")
@@ -58,22 +60,18 @@ class ImageFolderSource:
         if len(set(names)) != len(names):
             raise FdrdError(f"{self.root}: two category folders give the same name after replacing '_' by spaces")
         meta = self._read_meta(folders)
-        self._taxonomy = Taxonomy(
-            self.domain,
-            names,
-            {readable_folder_name(f): meta.get(f, "") for f in folders},
-            META_FILE if meta else "none (no meta.json)",
-        )
+        if meta:
+            self._taxonomy = Taxonomy(self.domain, names, {readable_folder_name(f): meta[f] for f in folders},
+                                      META_FILE, meta_rule="user file")
+        else:
+            self._taxonomy = group_by_meaning(self.domain, names, meta_encoder)
         self._files = self._list_files()
 
     def _read_meta(self, folders: list[str]) -> dict[str, str]:
         path = self.root / META_FILE
         if not path.is_file():
             return {}
-        try:
-            meta = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise FdrdError(f"{path}: not valid JSON ({error}); it maps category folder -> meta-category") from None
+        meta = read_json_file(path, "it maps category folder -> meta-category")
         if not isinstance(meta, dict) or not all(isinstance(v, str) and v for v in meta.values()):
             raise FdrdError(f"{path}: expected an object mapping each category folder to a meta-category name")
         missing = [f for f in folders if f not in meta]
@@ -123,6 +121,10 @@ class ImageFolderSource:
             if not path.resolve().is_relative_to(root):
                 yield Rejection(domain, split, original, f"{relative} links outside the image folder; refusing")
                 continue
+            if path.is_dir():  # reported, not skipped: a folder named x.jpg, or images one level too deep
+                yield Rejection(domain, split, original, f"{relative} is a folder, not an image file; its files "
+                                "are not read (images go directly in <root>/<category>/)")
+                continue
             if path.suffix.lower() not in IMAGE_EXTENSIONS:
                 reason = f"not an image file type ({path.suffix or 'no extension'}): {relative}"
                 yield Rejection(domain, split, original, reason)
@@ -145,7 +147,8 @@ def _visible_dir(path: Path) -> bool:
 
 
 def _files_in(folder: Path) -> list[Path]:
-    """Files of a category folder, sorted; hidden files (.DS_Store) are not inputs."""
+    """Entries of a category folder, sorted; hidden ones (.DS_Store) are not inputs. Sub-folders are
+    listed too, so that the build reports them instead of skipping them silently."""
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if not p.name.startswith(".") and not p.is_dir())
+    return sorted(p for p in folder.iterdir() if not p.name.startswith("."))

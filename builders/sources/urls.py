@@ -1,4 +1,4 @@
-"""The `urls` source: a directory written by `fdrd crawl` (builders/crawl.py) as build input.
+"""The `urls` source: a directory written by `fdrd crawl` (builders/crawl/) as build input.
 
 Every row of the crawled list becomes a `SourceItem` whose `image_path` is the stored image, or a
 `Rejection` naming why its download failed (or that its shard has not been crawled yet), so the
@@ -14,8 +14,8 @@ import hashlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from builders.crawl_lists import UrlRow
-from builders.crawl_store import CrawlStore
+from builders.crawl.lists import UrlRow
+from builders.crawl.store import CrawlStore
 from builders.sources import check_domains
 from builders.sources.base import Rejection, SourceItem
 from builders.taxonomy import Taxonomy, build_taxonomy, name_key
@@ -40,7 +40,9 @@ class UrlSource:
     name = "urls"
 
     def __init__(self, data_root: str | Path, domains: Sequence[str] | None = None,
-                 split_fractions: dict[str, float] | None = None):
+                 split_fractions: dict[str, float] | None = None, meta_encoder: str | None = None):
+        self.meta_encoder = meta_encoder  # groups categories by meaning when the list gives none
+        self._taxonomies: dict[str, Taxonomy] = {}  # an encoder is loaded once per domain, not per call
         self.root = Path(data_root)
         self.store = CrawlStore(self.root)
         self.shard_size = self.store.config()["shard_size"]  # FdrdError when not a crawl output
@@ -75,6 +77,11 @@ class UrlSource:
     def taxonomy(self, domain: str) -> Taxonomy:
         """Categories sorted by name (ids stay put when rows are appended in any order); meta-
         categories from the list's `meta_category` column, else derived like any other domain's."""
+        if domain not in self._taxonomies:
+            self._taxonomies[domain] = self._make_taxonomy(domain)
+        return self._taxonomies[domain]
+
+    def _make_taxonomy(self, domain: str) -> Taxonomy:
         rows = [row for row in self._domain_rows(domain) if row.category]
         categories = tuple(sorted({row.category for row in rows}, key=lambda c: (name_key(c), c)))
         meta: dict[str, str] = {}
@@ -88,8 +95,8 @@ class UrlSource:
                 )
         if meta:
             return Taxonomy(domain, categories, {c: meta.get(c, "") for c in categories},
-                            "meta_category column of the URL list")
-        return build_taxonomy(domain, categories)
+                            "meta_category column of the URL list", meta_rule="user file")
+        return build_taxonomy(domain, categories, encoder=self.meta_encoder)
 
     def count_items(self, domain: str, splits: Sequence[str]) -> int:
         wanted = set(splits)
@@ -112,6 +119,10 @@ class UrlSource:
         if outcome["status"] != "ok":
             detail = f": {outcome['detail']}" if outcome.get("detail") else ""
             return Rejection(row.domain, split, row.url, f"download failed, {outcome['reason']}{detail}")
+        image = self.store.image_file(outcome.get("path"))
+        if image is None:  # a tampered journal or result file: never read outside the crawl folder
+            return Rejection(row.domain, split, row.url, f"crawl record names {str(outcome.get('path'))[:120]!r}, "
+                             "not an image stored inside the crawl folder; refusing to read it")
         return SourceItem(
             domain=row.domain,
             split=split,
@@ -121,7 +132,7 @@ class UrlSource:
             original=row.url,
             dataset="urls",
             license=row.license,
-            image_path=str(self.root / outcome["path"]),
+            image_path=str(image),
             caption=row.caption or None,
             extra={"crawl_sha256": outcome["sha256"], "final_url": outcome.get("final_url", row.url)},
         )

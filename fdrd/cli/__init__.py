@@ -11,8 +11,8 @@ import sys
 import typer
 from rich.console import Console
 
-from fdrd.cli import bench, build, captions, crawl, models
-from fdrd.errors import FdrdError
+from fdrd.cli import bench, build, captions, crawl, leaderboard, models, publish
+from fdrd.errors import FdrdError, os_error_message
 
 app = typer.Typer(
     name="fdrd",
@@ -22,7 +22,7 @@ app = typer.Typer(
     add_completion=False,
 )
 
-for area in (build, captions, crawl, models, bench):
+for area in (build, captions, crawl, models, bench, leaderboard, publish):
     area.register(app)
 
 
@@ -32,5 +32,11 @@ def main() -> None:
         app()
     except FdrdError as error:
         Console(stderr=True).print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except OSError as error:  # disk full, read-only output, ...: the machine's state, not a bug
+        message = os_error_message(error)
+        if message is None:
+            raise
+        Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
         sys.exit(2)
 

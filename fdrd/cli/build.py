@@ -38,9 +38,14 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, help="Seed of the synthetic source and of the caption stage."),
         short_side: int = typer.Option(336, min=1, help="Shrink images so their short side is at most this."),
         jpeg_quality: int = typer.Option(95, min=1, max=100, help="JPEG quality of the stored images."),
+        max_input_mb: int = typer.Option(512, min=1, help="Input files larger than this (MiB) are rejected unread."),
         phash_threshold: int = typer.Option(4, min=0, max=32, help="Hamming distance (of 64 bits) for near duplicates."),
         overwrite: bool = typer.Option(False, help="Replace a different build already in --out."),
-        captioner: str = typer.Option("auto", help="Caption stage: auto, none, template, vlm or fdrd-json."),
+        captioner: str = typer.Option(
+            "auto",
+            help="Caption stage: auto, none (keep the source's captions), template (labels or category captions, "
+            "no model), vlm or fdrd-json.",
+        ),
         captions: Path = typer.Option(None, help="Captions file for the caption stage."),
         caption_model: str = typer.Option(None, help="Vision-language model of the caption stage."),
         caption_prompt: str = typer.Option(None, help="Prompt of the caption stage."),
@@ -48,10 +53,13 @@ def register(app: typer.Typer) -> None:
         gpus: int = typer.Option(None, min=0, help="Caption stage: one captioning process per GPU (0: default device)."),
         caption_batch_size: int = typer.Option(None, min=1, help="Images per caption-model batch."),
         negatives: int = typer.Option(4, min=0, help="Negatives per row."),
+        meta_encoder: str = typer.Option(
+            None, help="CLIP checkpoint (Hub id or folder) grouping image-folder and URL classes into meta-categories by meaning."
+        ),
     ) -> None:
         """Build FDRD shards, card and manifest into --out; rerun with the same options to resume."""
         from builders.normalize import NormalizeOptions
-        from builders.pipeline import BuildOptions, CaptionSettings
+        from builders.pipeline import BuildOptions, CaptionSettings, EmptyBuildError
         from builders.pipeline import build as run_build
         from builders.report import summary_table
 
@@ -64,7 +72,8 @@ def register(app: typer.Typer) -> None:
             per_category=per_category,
             seed=seed,
             workers=workers,
-            normalize=NormalizeOptions(short_side=short_side, jpeg_quality=jpeg_quality),
+            normalize=NormalizeOptions(short_side=short_side, jpeg_quality=jpeg_quality,
+                                       max_input_bytes=max_input_mb * 2**20),
             phash_threshold=phash_threshold,
             captions=CaptionSettings(
                 captioner=captioner,
@@ -77,9 +86,14 @@ def register(app: typer.Typer) -> None:
                 negatives=negatives,
             ),
             overwrite=overwrite,
+            meta_encoder=meta_encoder,
         )
-        manifest = run_build(options)
         console = Console()
+        try:
+            manifest = run_build(options)
+        except EmptyBuildError as failed:
+            console.print(summary_table(failed.manifest))  # what was made, then the one red line
+            raise
         console.print(summary_table(manifest))
         console.print(f"wrote {out} ({manifest['rejected']['count']} rejected inputs in {out / 'rejected.jsonl'})")
 

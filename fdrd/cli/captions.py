@@ -22,6 +22,9 @@ _LONG_NAMES = {
     "in_word_replacements": "negatives with a class name inside another word",
     "true_class_survives": "records whose every swap left the true class",
     "cross_meta_category": "negatives naming a class of another meta-category",
+    "non_words": "captions with a word in no dictionary",
+    "repeated_names": "captions repeating a name back to back",
+    "names_other_class": "positives naming a class not their own",
 }
 
 
@@ -64,7 +67,8 @@ def register(app: typer.Typer) -> None:
         domain: str = typer.Option(None, help="Domain of released files whose name and paths do not tell it."),
     ) -> None:
         """Count caption defects: negatives identical to the positive, repeated negatives, class names
-        replaced inside words, swaps that leave the true class, negatives from another meta-category."""
+        replaced inside words, swaps that leave the true class, negatives from another meta-category,
+        words in no dictionary, names repeated back to back, positives naming another class."""
         from builders.audit import audit_path, dumps
 
         results = audit_path(path, domain=domain, data_root=data_root, progress=True)

@@ -1,4 +1,4 @@
-"""`fdrd crawl URLS --out DIR`: download the images of a URL list (builders/crawl.py does the work).
+"""`fdrd crawl URLS --out DIR`: download the images of a URL list (builders/crawl/ does the work).
 
 The output DIR is a build source afterwards: `fdrd build --source urls --data-root DIR`.
 """
@@ -37,7 +37,7 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
 
         from builders.crawl import CrawlOptions, crawl, parse_shard_range
-        from builders.crawl_fetch import FetchPolicy
+        from builders.crawl.fetch import FetchPolicy
 
         policy = FetchPolicy(
             connect_timeout=connect_timeout, read_timeout=read_timeout, total_timeout=total_timeout,

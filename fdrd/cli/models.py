@@ -26,6 +26,27 @@ def _spec(image_size: int, patch: int, width: int, layers: int, heads: int, embe
     return spec
 
 
+# What a model folder written by `fdrd model tiny` / `fdrd pretrain` holds (save_pretrained of the model,
+# tokenizer and image processor, plus the report): --overwrite replaces only such a folder.
+MODEL_FILE_SUFFIXES = (".json", ".safetensors", ".txt", ".jinja")
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    """Refuse an --out that is a file, or a folder holding anything but one of our model folders
+    (with --overwrite) or nothing (without)."""
+    if out.exists() and not out.is_dir():
+        raise FdrdError(f"--out {out} is a file, not a folder; choose a new or empty folder")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not overwrite:
+        raise FdrdError(f"{out}: folder exists and is not empty; pass --overwrite or another --out")
+    strangers = [p.name for p in out.iterdir() if not p.is_file() or p.suffix not in MODEL_FILE_SUFFIXES]
+    if strangers or not (out / "config.json").is_file():
+        what = f"holds {', '.join(sorted(strangers)[:5])}" if strangers else "has no config.json"
+        raise FdrdError(f"--out {out} {what}: not a model folder written by fdrd, and --overwrite only replaces "
+                        "those; choose another --out")
+
+
 def _captions_from(captions_file: Path | None, data: Path | None) -> list[str]:
     if captions_file is not None:
         if not captions_file.is_file():
@@ -60,6 +81,7 @@ def register(app: typer.Typer) -> None:
         from benchmark.tiny import save_tiny_clip
 
         spec = _spec(image_size, patch, width, layers, heads, embed_dim, context_length, vocab_size)
+        _check_out(out, overwrite=True)  # save_pretrained replaces a model folder's files in place
         folder = save_tiny_clip(out, spec, _captions_from(captions, data), seed=seed)
         Console().print(f"tiny CLIP written to {folder}")
 
@@ -86,8 +108,7 @@ def register(app: typer.Typer) -> None:
         """Contrastive pretraining of a tiny CLIP (cached under $FDRD_CACHE or ~/.cache/fdrd)."""
         from benchmark.pretrain import REPORT_NAME, PretrainConfig, pretrained_tiny_clip, train_and_save
 
-        if out.exists() and any(out.iterdir()) and not overwrite:
-            raise FdrdError(f"{out}: folder exists and is not empty; pass --overwrite or another --out")
+        _check_out(out, overwrite)
         spec = _spec(image_size, patch, width, layers, heads, embed_dim, context_length, vocab_size)
         config = PretrainConfig(steps=steps, minutes=minutes, batch_size=batch_size, lr=lr, seed=seed)
         if out.exists():
@@ -100,11 +121,11 @@ def register(app: typer.Typer) -> None:
 
 
 def _print_report(path: Path) -> None:
-    import json
-
     from rich.table import Table
 
-    report = json.loads(path.read_text())
+    from fdrd.manifest import read_json
+
+    report = read_json(path)
     table = Table(title=f"zero-shot test recall of {path.parent} (%)")
     for column in ("domain", "n", "i2t R@1", "R@5", "R@10", "t2i R@1", "R@5", "R@10", "chance R@1", "R@5", "R@10"):
         table.add_column(column, justify="left" if column == "domain" else "right")

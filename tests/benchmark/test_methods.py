@@ -221,3 +221,59 @@ def test_cached_features_refused_for_prompted_images(tiny_backbone):
         method.image_embeddings({"image_features": torch.zeros(2, tiny_backbone.embed_dim)})
     with pytest.raises(TypeError, match="needs a CoOpConfig"):
         get_method("coop")(tiny_backbone, MethodConfig())
+
+
+# ------------------------------------------------------------------ per-method recipes
+@pytest.mark.parametrize("name", ["coop", "clip_adapter"])
+def test_coop_style_epochs_follow_the_shots_unless_set(name):
+    config = resolve_config(get_method(name))
+    assert config.epochs is None  # decided by the shots drawn
+    # CoOp's scripts: rn50_ep50 at 1 shot, rn50_ep100 at 2 and 4 shots, rn50 (200 epochs) at 8 and 16.
+    assert [config.for_shots(shots).epochs for shots in (1, 2, 4, 8, 16)] == [50, 100, 100, 200, 200]
+    assert config.for_shots(None).epochs == 200  # every record
+    assert resolve_config(get_method(name), {"epochs": "7"}).for_shots(1).epochs == 7  # an explicit value wins
+    # configs/trainers/CoOp/vit_b32.yaml (CLIP-Adapter's README says to run it with CoOp's commands).
+    assert (config.batch_size, config.lr, config.optimizer, config.momentum, config.weight_decay) == \
+        (32, 0.002, "sgd", 0.9, 5e-4)
+    assert (config.warmup_epochs, config.warmup_lr) == (1, 1e-5)
+
+
+def test_clip_adapter_and_coop_method_specific_defaults():
+    coop = resolve_config(get_method("coop"))
+    assert (coop.n_ctx, coop.ctx_init_std) == (16, 0.02)
+    adapter = resolve_config(get_method("clip_adapter"))
+    assert (adapter.reduction, adapter.ratio) == (4, 0.2)
+
+
+@pytest.mark.parametrize("name", ["coop", "clip_adapter"])
+def test_no_augmentation_is_a_named_departure_that_keeps_the_cache(tiny_backbone, name):
+    from benchmark.methods.base import config_notes
+
+    config = resolve_config(get_method(name))
+    notes = config_notes(config)
+    assert notes["departures"]["augment"]["value"] is False and "cache" in notes["departures"]["augment"]["why"]
+    assert "drop_last_batch" in notes["departures"] and "grad_clip" in notes["departures"]
+    assert build(name, tiny_backbone).uses_feature_cache
+    assert not build(name, tiny_backbone, augment="true").uses_feature_cache
+
+
+def test_every_method_has_a_quick_preset_that_shortens_or_keeps_its_schedule():
+    from benchmark.methods.base import resolve_run
+
+    for name in available_methods():
+        cls = get_method(name)
+        assert "quick" in cls.presets and cls.presets["quick"].reason, name
+        quick = resolve_run(name, preset="quick").config.for_shots(16)
+        full = resolve_config(cls).for_shots(16)
+        assert quick.epochs <= full.epochs, name
+
+
+@pytest.mark.parametrize(
+    ("name", "overrides", "message"),
+    [("coop", {"n_ctx": "0"}, "n_ctx must be at least 1"), ("coop", {"ctx_init_std": "-1"}, "must not be negative"),
+     ("clip_adapter", {"reduction": "0"}, "reduction must be at least 1"),
+     ("clip_adapter", {"ratio": "1.5"}, "ratio blends"), ("coop", {"epochs": "-1"}, "epochs must be 0 or more")],
+)
+def test_baseline_configs_refuse_what_cannot_train(name, overrides, message):
+    with pytest.raises(FdrdError, match=message):
+        resolve_config(get_method(name), overrides)

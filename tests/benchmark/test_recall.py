@@ -7,6 +7,7 @@ import torch
 
 from benchmark.metrics import recall as recall_module
 from benchmark.metrics import retrieval_recall
+from benchmark.metrics.deduplicated import deduplicated_ranks, first_occurrences
 from fdrd.errors import FdrdError
 
 
@@ -188,3 +189,44 @@ def test_non_finite_embedding_is_named_by_row_across_check_chunks():
     text_emb[4500, 2] = float("inf")
     with pytest.raises(FdrdError, match="caption embedding 4500 holds NaN or inf"):
         retrieval_recall(torch.randn(5000, 4), text_emb, torch.arange(5000))
+
+
+def test_first_occurrences_finds_identical_rows_and_nothing_else():
+    rows = torch.tensor([[1.0, 2.0], [3.0, 4.0], [1.0, 2.0], [0.0, -0.0], [-0.0, 0.0], [3.0, 4.0], [5.0, 6.0]])
+    assert first_occurrences(rows).tolist() == [0, 1, 0, 3, 3, 1, 6]  # -0.0 and +0.0 are the same value
+    assert first_occurrences(torch.eye(5)) is None
+    assert first_occurrences(rows.bfloat16()).tolist() == [0, 1, 0, 3, 3, 1, 6]
+
+
+@pytest.mark.parametrize("block_size", [1, 3, 7])
+def test_the_deduplicating_path_matches_the_reference_without_duplicates_too(block_size):
+    generator = torch.Generator().manual_seed(8)
+    image_emb = quantised(generator, 29, 6)  # 9^6 possible rows: distinct here, but many exact score ties
+    owners = torch.cat([torch.arange(29), torch.randint(0, 29, (17,), generator=generator)])
+    text_to_image = owners[torch.randperm(len(owners), generator=generator)]
+    text_emb = quantised(generator, len(text_to_image), 6)
+    assert first_occurrences(image_emb) is None and first_occurrences(text_emb) is None
+    ranks = deduplicated_ranks(image_emb, text_emb, text_to_image, block_size, None, None)
+    assert_same(
+        recall_module.recall_from_ranks(*ranks, ks=(1, 2, 5)),
+        reference_recall(image_emb, text_emb, text_to_image, ks=(1, 2, 5)),
+    )
+
+
+@pytest.mark.parametrize("block_size", [1, 3, 7, 16])
+def test_copies_across_tile_edges_always_tie_with_the_positive(block_size):
+    # Width 77 and these copies make MKL's blocked GEMM round some copies differently from the positive
+    # (checked: ranking with `distinct_blocked_ranks` on these data gets several ranks wrong).
+    generator = torch.Generator().manual_seed(0)
+    image_emb = torch.nn.functional.normalize(torch.randn(50, 77, generator=generator), dim=1)
+    copies = [2, 3, 8, 15, 16, 17, 33, 49]
+    image_emb[copies] = image_emb[1].clone()
+    text_to_image = torch.cat([torch.arange(50), torch.tensor([1, 1, 30])])  # image 1 has three captions
+    text_emb = image_emb[text_to_image].clone()
+    text_emb[[20, 21, 40]] = text_emb[50].clone()  # copies of a caption of image 1, owned by other images
+    got = retrieval_recall(image_emb, text_emb, text_to_image, ks=(1, 5, 10), block_size=block_size)
+    assert_same(got, reference_recall(image_emb, text_emb, text_to_image, ks=(1, 5, 10)))
+    image_ranks, text_ranks = recall_module.positive_ranks(image_emb, text_emb, text_to_image, block_size=block_size)
+    # Caption 1 faces the 8 copies of image 1; image 1's best caption faces the 8 captions of the copies
+    # and the 3 copies of its own second caption.
+    assert int(text_ranks[1]) == 9 and int(image_ranks[1]) == 12

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
 
-from benchmark.checkpoint import LATEST_NAME, PARAMETERS_NAME, STATE_NAME
+from benchmark.checkpoint import LATEST_NAME, PARAMETERS_NAME, read_state
 from benchmark.data import SplitBatches, available_domains, load_split
 from benchmark.feature_cache import FeatureCache
 from benchmark.methods.base import Method, MethodConfig, get_method, resolve_config
@@ -72,6 +72,21 @@ def test_loss_decreases_on_a_toy_method(tiny_backbone, train_split):
     assert report.images_per_second > 0
 
 
+def test_the_last_partial_batch_is_kept_unless_dropped(tiny_backbone, train_split):
+    seed_everything(0)
+    size = len(train_split)
+    batch_size = 5 if size % 5 else 7
+    assert size % batch_size and size > batch_size
+    kept = ToyAdapter(tiny_backbone, MethodConfig(epochs=1, batch_size=batch_size, warmup_epochs=0))
+    assert train(kept, cached_batches(kept, train_split), seed=0, device=CPU).steps == size // batch_size + 1
+    dropped = ToyAdapter(tiny_backbone, MethodConfig(epochs=1, batch_size=batch_size, warmup_epochs=0,
+                                                     drop_last_batch=True))
+    assert train(dropped, cached_batches(dropped, train_split), seed=0, device=CPU).steps == size // batch_size
+    # Dassl drops only when a full batch exists: a split smaller than one batch still trains.
+    whole = ToyAdapter(tiny_backbone, MethodConfig(epochs=1, batch_size=size + 1, warmup_epochs=0, drop_last_batch=True))
+    assert train(whole, cached_batches(whole, train_split), seed=0, device=CPU).steps == 1
+
+
 def test_nan_guard_names_epoch_step_and_losses(tiny_backbone, train_split):
     config = MethodConfig(epochs=2, batch_size=4, warmup_epochs=0)
     method = DivergesAtStep3(tiny_backbone, config)
@@ -90,7 +105,7 @@ def test_checkpoint_holds_trainable_parameters_only(tiny_backbone, train_split, 
     trainable = {name for name, p in coop.named_parameters() if p.requires_grad}
     assert set(saved) == trainable and not any(name.startswith("backbone") for name in saved)
     assert torch.equal(saved["ctx"], coop.ctx.detach())
-    state = torch.load(epoch_dir / STATE_NAME, weights_only=False)
+    state = read_state(epoch_dir)
     assert torch.equal(state["data_order"], epoch_order(1, 0, len(batches)))
     assert {"optimizer", "scheduler", "rng", "global_step", "fingerprint"} <= set(state)
     assert (tmp_path / LATEST_NAME).is_file()

@@ -206,3 +206,21 @@ def coop_root(tmp_path: Path) -> CoopRoot:
     root = tmp_path / "coop-data"
     root.mkdir()
     return CoopRoot(root, make_coop_root(root))
+
+
+@pytest.fixture
+def linked_coop_root(coop_root: CoopRoot, tmp_path: Path) -> CoopRoot:
+    """The coop_root datasets reached through symlinks, as CoOp's DATASETS.md has users set them up:
+    oxford_pets/ is a link to the whole domain folder, oxford_flowers/ a real folder whose jpg/ is a
+    link to the image folder, both pointing outside this data root. Same facts as coop_root."""
+    linked = tmp_path / "linked-data"
+    linked.mkdir()
+    (linked / "oxford_pets").symlink_to(coop_root.root / "oxford_pets", target_is_directory=True)
+    flowers = linked / "oxford_flowers"
+    flowers.mkdir()
+    for path in (coop_root.root / "oxford_flowers").iterdir():
+        if path.name == "jpg":
+            (flowers / "jpg").symlink_to(path, target_is_directory=True)
+        else:
+            (flowers / path.name).write_bytes(path.read_bytes())
+    return CoopRoot(linked, coop_root.facts)

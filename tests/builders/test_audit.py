@@ -63,6 +63,10 @@ EXPECTED_PLANTED = {
     "in_word_replacements": 2,
     "true_class_survives": 1,
     "cross_meta_category": 3,  # Bengal for a great pyrenees, Persian for a basset hound, Great Pyrenees for a Persian
+    # "sgreat pyreneestered" (the positive), "spugtered" and "sBengaltered" (two negatives).
+    "non_words": 3,
+    "repeated_names": 0,
+    "names_other_class": 1,  # the basset hound called a beagle
 }
 
 
@@ -210,11 +214,13 @@ def test_synthetic_build_audits_to_zero(synthetic_fdrd):
 @pytest.mark.parametrize(
     ("file_name", "expected"),
     [
-        # records, negatives, identical, duplicate records, in-word, true class survives, cross meta;
-        # docs/audit.md explains the two differences from shared/docs/fdrd-data.md (43 vs 45, 6342 vs 6336).
-        ("flower_test.json", (2463, 9852, 263, 202, 4, 43, None)),
-        ("pets_test.json", (3669, 14676, 362, 581, 194, 4, 6342)),
-        ("plane_test.json", (3333, 13332, 40, 207, 348, 15, None)),
+        # records, negatives, identical, duplicate records, in-word, true class survives, cross meta, non-words,
+        # names repeated back to back, positives naming another class; docs/audit.md explains the two
+        # differences from shared/docs/fdrd-data.md (43 vs 45, 6342 vs 6336). Aircraft's cross-meta count
+        # uses the shipped family map (builders/taxonomies/fgvc_aircraft.json).
+        ("flower_test.json", (2463, 9852, 263, 202, 4, 43, None, 14, 73, 59)),
+        ("pets_test.json", (3669, 14676, 362, 581, 194, 4, 6342, 243, 100, 19)),
+        ("plane_test.json", (3333, 13332, 40, 207, 348, 15, 12924, 491, 17, 23)),
     ],
 )
 def test_real_released_files(file_name, expected):

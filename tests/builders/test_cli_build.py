@@ -58,11 +58,11 @@ def test_the_console_entry_point_runs_as_a_process(tmp_path):
 
 def test_build_validate_info_on_the_coop_fixture(fdrd, coop_root, tmp_path):
     out = tmp_path / "fdrd"
-    built = fdrd("build", "--data-root", coop_root.root, "--out", out, "--captioner", "none", "--workers", "2")
+    built = fdrd("build", "--data-root", coop_root.root, "--out", out, "--captioner", "template", "--workers", "2")
     assert built.returncode == 0, built.stderr
     assert "FDRD build" in built.stdout and "6 rejected inputs" in built.stdout
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["build"]["captions"]["captioner"] == "none"
+    assert manifest["build"]["captions"]["captioner"] == "template"
 
     checked = fdrd("validate", out)
     assert checked.returncode == 1  # the fixture's near duplicate is a train/test leak
@@ -74,6 +74,18 @@ def test_build_validate_info_on_the_coop_fixture(fdrd, coop_root, tmp_path):
     info = fdrd("info", out)
     assert info.returncode == 0, info.stderr
     assert "oxford_pets" in info.stdout and "Yorkshire Terrier" in info.stdout
+
+
+def test_a_build_that_makes_no_row_exits_2_with_one_red_line(fdrd, coop_root, tmp_path):
+    out = tmp_path / "fdrd"
+    result = fdrd("build", "--data-root", coop_root.root, "--domains", "oxford_flowers", "--captioner", "none", "--out", out)
+    assert result.returncode == 2, result.stdout
+    lines = result.stderr.strip().splitlines()  # the progress bar, then the error
+    assert "Traceback" not in result.stderr and [line for line in lines if "error" in line] == lines[-1:]
+    assert lines[-1].startswith("error: the build made no rows for oxford_flowers/train")
+    assert "FDRD build: 0 rows" in result.flat_out  # the summary table of what was made
+    checked = fdrd("validate", out)
+    assert checked.returncode == 1 and "holds no rows" in checked.flat_out
 
 
 def test_validate_fails_on_a_tampered_synthetic_shard(fdrd, synthetic_fdrd, tmp_path):
@@ -110,7 +122,7 @@ def test_bad_input_is_one_red_line_and_exit_2(fdrd, args, message, coop_root, tm
 
 def test_a_different_build_is_refused_without_overwrite(fdrd, coop_root, tmp_path):
     out = tmp_path / "fdrd"
-    common = ["build", "--data-root", coop_root.root, "--out", out, "--captioner", "none", "--domains", "oxford_flowers"]
+    common = ["build", "--data-root", coop_root.root, "--out", out, "--captioner", "template", "--domains", "oxford_flowers"]
     assert fdrd(*common).returncode == 0
     refused = fdrd(*common, "--jpeg-quality", "80")
     assert refused.returncode == 2 and "holds a different build" in refused.stderr and "--overwrite" in refused.stderr

@@ -22,9 +22,9 @@ import pytest
 from PIL import Image
 
 from builders.crawl import CrawlOptions, crawl, parse_shard_range
-from builders.crawl_fetch import FetchPolicy, backoff_delay, image_kind, parse_retry_after
-from builders.crawl_lists import read_url_list
-from builders.crawl_store import CrawlStore
+from builders.crawl.fetch import FetchPolicy, backoff_delay, image_kind, parse_retry_after
+from builders.crawl.lists import read_url_list
+from builders.crawl.store import CrawlStore
 from fdrd.errors import FdrdError
 
 MAX_BYTES = 60_000
@@ -502,7 +502,7 @@ def test_host_limiter_bounds_each_host_and_forgets_idle_ones():
 
     import httpx
 
-    from builders.crawl_fetch import HostLimiter
+    from builders.crawl.fetch import HostLimiter
 
     async def run() -> tuple[dict[str, int], int]:
         limiter = HostLimiter(per_host=3)

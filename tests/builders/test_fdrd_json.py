@@ -246,7 +246,14 @@ def test_importing_the_real_released_files_leaves_no_defect(tmp_path, file_name)
     items = items_for(pairs, taxonomy)
     result = annotate(items, [b""] * len(items), [str(i) for i in range(len(items))], taxonomy,
                       CaptionOptions(captions_path=str(path)), tmp_path)
-    assert result.report["imported"] == len(records) and not result.rejected
+    # Three aircraft records cannot be repaired (two quote only a glued name, one names a second class):
+    # they are refused with their reason, never kept as garbage.
+    refused = {"pets_test.json": 0, "flower_test.json": 0, "plane_test.json": 3}[file_name]
+    assert result.report["imported"] == len(records) - refused and len(result.rejected) == refused
+    assert all(reason for reason in result.rejected.values())
+    kept = [i for i in range(len(items)) if i not in result.rejected]
+    released_words = [set(records[i].positive.split()) for i in kept]
+    items = [items[i] for i in kept]
     built = AuditInput("imported", domain, [AuditRecord(str(i), it.caption, [n["text"] for n in it.negatives],
                                                         it.category) for i, it in enumerate(items)],
                        taxonomy.categories, {name_key(c): taxonomy.meta_category(c) for c in taxonomy.categories})
@@ -255,23 +262,11 @@ def test_importing_the_real_released_files_leaves_no_defect(tmp_path, file_name)
     # The positives lose the released in-word substitutions too ("sgreat pyreneestered").
     if domain != "oxford_flowers":
         assert result.report["in_word_classes_repaired"] > 0
-        for it in items:
-            assert not any(inside_word(it.caption, *m.span()) for m in loose_name_pattern(it.category).finditer(it.caption))
-
-
-@pytest.mark.parametrize(
-    ("positive", "category", "domain", "meta", "expected", "count"),
-    [
-        ("A Abyssinian near sAbyssiniantered toys.", "Abyssinian", "oxford_pets", "cat",
-         "A Abyssinian near scattered toys.", 1),
-        ("A beagle playing beaglegedly.", "beagle", "oxford_pets", "dog", "A beagle playing doggedly.", 1),
-        ("Two Bengals and a Bengal.", "Bengal", "oxford_pets", "cat", "Two Bengals and a Bengal.", 0),
-        ("Other air707-320 airplanes; Aero707-320 too.", "707-320", "fgvc_aircraft", "707",
-         "Other airplane airplanes; Aeroplane too.", 2),
-        ("A rosebud.", "rose", "oxford_flowers", "", "A rosebud.", 0),
-    ],
-)
-def test_repair_in_word_class(positive, category, domain, meta, expected, count):
-    from builders.captions.fdrd_json import repair_in_word_class
-
-    assert repair_in_word_class(positive, category, domain, meta) == (expected, count)
+        for it, original in zip(items, released_words, strict=True):
+            for match in loose_name_pattern(it.category).finditer(it.caption):
+                if inside_word(it.caption, *match.span()):
+                    # Only a word the authors' caption already had may hold the name ("tail number 767-300ER").
+                    start = it.caption.rfind(" ", 0, match.start()) + 1
+                    end = it.caption.find(" ", match.end())
+                    word = it.caption[start : None if end < 0 else end]
+                    assert word in original, (it.category, it.caption)

@@ -180,3 +180,64 @@ def test_kept_negatives_count_toward_the_category_view():
     assert made.negatives[0] == kept[0]
     assert [n["kind"] for n in made.negatives] == ["category", "category", "attribute", "attribute"]
     assert sum(n["category"] == "pug" for n in made.negatives) == 1
+
+
+# --- attribute swaps stay in their slot and grammatical role -------------------------------------
+
+# Each caption tempts a swap that crosses slots or roles; the forbidden texts are what the released
+# generator and a type-only swap wrote ("flying in the soil", "the yellow center is jumping",
+# "the flower's bell-shaped are fully open", "two flower").
+TEMPTING = [
+    ("fgvc_aircraft", "A white 737-300 is flying in the sky.", "737-300",
+     {"flying": {"taking off", "landing", "parked", "taxiing"},
+      "sky": {"runway", "tarmac", "airport", "hangar", "cloudy sky"}}),  # no soil; "clouds" is plural
+    ("oxford_flowers", "This is a rose. The flower's petals are fully open and the yellow center is blooming.", "rose",
+     {"blooming": {"wilting", "drooping", "hanging"},  # never an animal's pose
+      "petals": {"stamens", "leaves"},  # plural nouns only, never "bell-shaped"
+      "center": {"petal", "stamen", "stem", "pistil"}}),
+    ("oxford_flowers", "This is a rose. One flower with a bell-shaped cup and a green stem.", "rose",
+     {"one": set(),  # "a single" means the same and "two" would need "flowers"
+      "bell-shaped": {"star-shaped", "cup-shaped", "trumpet-shaped"},
+      "stem": {"petal", "stamen", "center", "pistil"}}),
+]
+
+
+def _swapped(caption: str, negative: str) -> tuple[str, str]:
+    """(old words, new words) of a one-span swap: the differing region widened to whole words, an
+    article in front ("a green" -> "an orange") left out."""
+    start = 0
+    while start < min(len(caption), len(negative)) and caption[start] == negative[start]:
+        start += 1
+    end = 0
+    while end < min(len(caption), len(negative)) - start and caption[-1 - end] == negative[-1 - end]:
+        end += 1
+    def inword(ch):
+        return ch.isalnum() or ch == "-"
+    while start > 0 and inword(caption[start - 1]):
+        start -= 1
+    old, new = caption[start : len(caption) - end], negative[start : len(negative) - end]
+    grow = 0
+    while len(caption) - end + grow < len(caption) and inword(caption[len(caption) - end + grow]):
+        grow += 1
+    old, new = old + caption[len(caption) - end : len(caption) - end + grow], new + caption[len(caption) - end : len(caption) - end + grow]
+    def strip(text):
+        return " ".join(w for i, w in enumerate(text.split()) if not (i == 0 and w.lower() in ("a", "an")))
+    return strip(old).lower(), strip(new).lower()
+
+
+@pytest.mark.parametrize(("domain", "caption", "category", "allowed"), TEMPTING)
+def test_attribute_swaps_stay_in_slot_and_role(domain, caption, category, allowed):
+    tax = Taxonomy(domain, (category, "other one"), {category: "x", "other one": "x"})
+    spans = extract_attributes(caption, VOCABULARY, domain, find_name(caption, category))
+    assert {s["value"].lower() for s in spans} >= set(allowed)  # the caption holds the tempting spans
+    values = {s["value"].lower() for s in spans}
+    swaps = 0
+    for seed in range(30):
+        made = make_negatives(caption, category, spans, tax, VOCABULARY, 8, record_rng(seed, caption))
+        for negative in (n["text"] for n in made.negatives if n["kind"] == "attribute"):
+            old, new = _swapped(caption, negative)
+            assert old in values, (old, negative)
+            if old in allowed:
+                swaps += 1
+                assert new in allowed[old], (old, new, negative)
+    assert swaps > 0

@@ -24,7 +24,7 @@ QUIET = Console(quiet=True)
 
 
 def coop_build(coop_root, out, **overrides):
-    options = BuildOptions(out=out, data_root=coop_root.root, captions=CaptionSettings(captioner="none"), **overrides)
+    options = BuildOptions(out=out, data_root=coop_root.root, captions=CaptionSettings(captioner="template"), **overrides)
     return build(options, console=QUIET)
 
 
@@ -71,14 +71,27 @@ def test_coop_fixture_builds_with_every_defect_accounted_for(coop_root, tmp_path
     rows = rows_of(out, "oxford_pets")
     rotated = rows[record_id("oxford_pets", defects["exif_rotated"]["original"])]
     assert (rotated["width"], rotated["height"]) == tuple(defects["exif_rotated"]["upright_size"])
-    # Sources without captions are written empty-but-typed.
-    assert all(r["caption"] == "" and r["attributes"] == [] and r["negatives"] == [] for r in rows.values())
+    # CoOp items carry no attribute labels: category captions, no attribute spans, category swaps only.
+    assert all(r["category"] in r["caption"] and r["attributes"] == [] for r in rows.values())
+    assert all(r["negatives"] and {n["kind"] for n in r["negatives"]} == {"category"} for r in rows.values())
+    assert manifest["domains"]["oxford_pets"]["attribute_annotations"] == "none"
     assert {r["category"] for r in rows.values()} == {"Abyssinian", "Bengal", "American Bulldog", "Yorkshire Terrier"}
     assert not (out / ".fdrd-build").exists()
     assert manifest["build"]["data_root"] == str(coop_root.root.resolve())
     assert set(manifest["versions"]) >= {"fdrd", "datasets", "pyarrow", "pillow", "python"}
     for shard in manifest["shards"]:
         assert (out / shard["path"]).stat().st_size == shard["bytes"]
+
+
+def test_a_coop_root_reached_through_symlinks_builds_the_same_rows(coop_root, linked_coop_root, tmp_path):
+    plain = coop_build(coop_root, tmp_path / "plain")
+    linked = coop_build(linked_coop_root, tmp_path / "linked")
+    assert linked["rows"] == plain["rows"] > 0
+    assert linked["content_hash"] == plain["content_hash"]
+    for domain in coop_root.facts["domains"]:
+        assert rows_of(tmp_path / "linked", domain) == rows_of(tmp_path / "plain", domain)  # ids, originals, bytes
+    assert read_rejected(tmp_path / "linked") == read_rejected(tmp_path / "plain")
+    assert validate_build(tmp_path / "linked", allow_leaks=True).problems == []
 
 
 def test_two_workers_build_the_same_content_as_one(coop_root, tmp_path):
@@ -262,7 +275,7 @@ def test_duplicate_policy_across_and_within_splits(tmp_path):
             image.save(path, "JPEG", quality=90)
     out = tmp_path / "fdrd"
     manifest = build(
-        BuildOptions(out=out, source="imagefolder", data_root=root, captions=CaptionSettings(captioner="none")),
+        BuildOptions(out=out, source="imagefolder", data_root=root, captions=CaptionSettings(captioner="template")),
         console=QUIET,
     )
     splits = manifest["domains"]["birds"]["splits"]

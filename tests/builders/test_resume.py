@@ -14,6 +14,9 @@ import pytest
 from rich.console import Console
 
 import builders.pipeline as pipeline
+import builders.stages.normalize_stage as normalize_stage
+import builders.stages.out_dir as out_dir
+import builders.stages.write_stage as write_stage
 from builders.pipeline import STAGING, BuildOptions, CaptionSettings, build
 from builders.validate import validate_build
 from fdrd.errors import FdrdError
@@ -82,29 +85,29 @@ class Crash(Exception):
 
 def test_resume_redoes_only_missing_units(coop_root, tmp_path, monkeypatch):
     out = tmp_path / "fdrd"
-    options = BuildOptions(out=out, data_root=coop_root.root, captions=CaptionSettings(captioner="none"))
+    options = BuildOptions(out=out, data_root=coop_root.root, captions=CaptionSettings(captioner="template"))
     quiet = Console(quiet=True)
     uninterrupted = build(BuildOptions(**{**options.__dict__, "out": tmp_path / "whole"}), console=quiet)
 
-    real_write = pipeline.DomainBuilder._write
+    real_write = write_stage.write_shard
 
-    def crash_in_second_domain(self, staged, task):
-        if self.domain == "oxford_flowers":
+    def crash_in_second_domain(path, rows):
+        if Path(path).parent.name == "oxford_flowers":
             raise Crash("power cut while writing shards")
-        return real_write(self, staged, task)
+        return real_write(path, rows)
 
-    monkeypatch.setattr(pipeline.DomainBuilder, "_write", crash_in_second_domain)
+    monkeypatch.setattr(write_stage, "write_shard", crash_in_second_domain)
     with pytest.raises(Crash):
         build(options, console=quiet)
-    monkeypatch.setattr(pipeline.DomainBuilder, "_write", real_write)
+    monkeypatch.setattr(write_stage, "write_shard", real_write)
     # What a killed writer leaves behind: half-written temp files next to shards and staged chunks.
-    (out / "oxford_flowers").mkdir(exist_ok=True)
+    assert (out / "oxford_flowers").is_dir()
     (out / "oxford_flowers" / ".train-00000-of-00001.parquet.tmp-999").write_bytes(b"half")
     (out / STAGING / "oxford_flowers" / ".norm-00000.parquet.tmp-999").write_bytes(b"half")
 
     normalized = []
-    real_normalize = pipeline.normalize_chunk
-    monkeypatch.setattr(pipeline, "normalize_chunk", lambda path, items, opts: normalized.append(path) or real_normalize(path, items, opts))
+    real_normalize = normalize_stage.normalize_chunk
+    monkeypatch.setattr(normalize_stage, "normalize_chunk", lambda path, items, opts: normalized.append(path) or real_normalize(path, items, opts))
     resumed = build(options, console=quiet)
     assert normalized == []  # every chunk was already staged; pets was not rebuilt either
     assert resumed["content_hash"] == uninterrupted["content_hash"]
@@ -116,7 +119,7 @@ def test_resume_redoes_only_missing_units(coop_root, tmp_path, monkeypatch):
 
 def test_resume_refuses_a_source_that_changed(coop_root, tmp_path, monkeypatch):
     out = tmp_path / "fdrd"
-    options = BuildOptions(out=out, data_root=coop_root.root, captions=CaptionSettings(captioner="none"))
+    options = BuildOptions(out=out, data_root=coop_root.root, captions=CaptionSettings(captioner="template"))
 
     def crash(self, staged, task):
         raise Crash("killed after normalizing")
@@ -135,7 +138,7 @@ def test_resume_refuses_a_source_that_changed(coop_root, tmp_path, monkeypatch):
 
 def test_a_second_build_into_the_same_directory_waits_its_turn(coop_root, tmp_path):
     out = tmp_path / "fdrd"
-    options = BuildOptions(out=out, data_root=coop_root.root, captions=CaptionSettings(captioner="none"))
+    options = BuildOptions(out=out, data_root=coop_root.root, captions=CaptionSettings(captioner="template"))
     with pipeline.BuildLock(out):
         with pytest.raises(FdrdError, match="another `fdrd build` is writing"):
             build(BuildOptions(**{**options.__dict__, "overwrite": True}), console=Console(quiet=True))
@@ -150,7 +153,7 @@ def test_forked_workers_do_not_keep_the_directory_locked(tmp_path):
     ready, stop = context.Event(), context.Event()
 
     def worker():  # what a pool worker does first, then it outlives its parent's lock
-        pipeline._close_inherited_locks()
+        out_dir.close_inherited_locks()
         ready.set()
         stop.wait(30)
 

@@ -90,18 +90,52 @@ def test_missing_file_is_a_named_rejection(coop_root):
     assert rejections[0].reason.startswith("missing file (split_zhou_OxfordPets.json: train entry")
 
 
-def test_symlink_leaving_the_domain_folder_is_refused(coop_root, tmp_path):
+def test_a_link_placed_in_the_data_root_is_the_users_and_named_as_written(coop_root, tmp_path):
     root, _ = coop_root
-    outside = tmp_path / "secret.jpg"
-    outside.write_bytes(b"x")
-    link = root / "oxford_flowers" / "jpg" / "link.jpg"
-    link.symlink_to(outside)
+    elsewhere = tmp_path / "elsewhere" / "photo.jpg"
+    elsewhere.parent.mkdir()
+    elsewhere.write_bytes(b"x")
+    (root / "oxford_flowers" / "jpg" / "link.jpg").symlink_to(elsewhere)
     split_path = root / "oxford_flowers" / "split_zhou_OxfordFlowers.json"
     data = json.loads(split_path.read_text())
     data["val"].append(["link.jpg", 0, "pink primrose"])
     split_path.write_text(json.dumps(data))
-    rejections = [x for x in CoopSource(root).iter_items("oxford_flowers", ["val"]) if isinstance(x, Rejection)]
-    assert len(rejections) == 1 and "points outside the data root" in rejections[0].reason
+    yielded = list(CoopSource(root).iter_items("oxford_flowers", ["val"]))
+    assert not [x for x in yielded if isinstance(x, Rejection)]
+    (item,) = [x for x in yielded if x.original == "oxford_flowers/jpg/link.jpg"]
+    assert open(item.image_path, "rb").read() == b"x"
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["../split_zhou_OxfordFlowers.json", "a/../../x.jpg", "/etc/hostname", "..\\..\\x.jpg", "C:/x.jpg", "jpg/.."],
+)
+def test_a_split_file_path_that_leaves_its_folder_is_refused(coop_root, path):
+    root, _ = coop_root
+    split_path = root / "oxford_flowers" / "split_zhou_OxfordFlowers.json"
+    data = json.loads(split_path.read_text())
+    data["test"].append([path, 0, "pink primrose"])
+    split_path.write_text(json.dumps(data))
+    rejections = [x for x in CoopSource(root).iter_items("oxford_flowers", ["test"]) if isinstance(x, Rejection)]
+    assert len(rejections) == 1 and "points outside the data root (oxford_flowers/)" in rejections[0].reason
+    assert rejections[0].original == f"oxford_flowers/jpg/{path}"
+
+
+def test_symlinked_domain_and_image_folders_yield_what_the_plain_layout_does(coop_root, linked_coop_root):
+    plain, linked = CoopSource(coop_root.root), CoopSource(linked_coop_root.root)
+    assert linked.domains() == plain.domains()
+    for domain in plain.domains():
+        expected = list(plain.iter_items(domain, SPLITS))
+        got = list(linked.iter_items(domain, SPLITS))
+        assert [type(x) for x in got] == [type(x) for x in expected]
+        assert [(x.split, x.original) for x in got] == [(x.split, x.original) for x in expected]
+        assert [x.reason for x in got if isinstance(x, Rejection)] == [x.reason for x in expected if isinstance(x, Rejection)]
+        items = [x for x in got if isinstance(x, SourceItem)]
+        # The image is read through the link, from the file the plain layout names.
+        assert all(x.image_path.startswith(str(linked_coop_root.root)) for x in items)
+        for x, y in zip(items, [y for y in expected if isinstance(y, SourceItem)], strict=True):
+            assert os.path.samefile(x.image_path, y.image_path)
+            assert (x.category, x.category_id, x.meta_category) == (y.category, y.category_id, y.meta_category)
 
 
 def test_malformed_entries_are_rejections_and_label_conflicts_are_errors(coop_root):

@@ -9,6 +9,7 @@ import pytest
 
 from builders.sources.base import Rejection, SourceItem
 from builders.sources.imagefolder import HASH_SPLIT_BOUNDS, ImageFolderSource, hash_split
+from builders.taxonomy import SpellingGroupsWarning
 from fdrd.errors import FdrdError
 
 ALL = ["train", "val", "test"]
@@ -79,14 +80,16 @@ def test_split_folder_layout(tmp_path):
             for k in range(n):
                 _touch(root / split / category / f"{category}{k}.png")
     _touch(root / "test" / "birch" / "b0.webp")  # a category only seen at test time still gets an id
-    source = ImageFolderSource(root, domain="leaf_shapes")
+    with pytest.warns(SpellingGroupsWarning, match="leaf_shapes: no meta-category map"):
+        source = ImageFolderSource(root, domain="leaf_shapes")  # no meta.json, no encoder: spelling, said
     assert source.domains() == ["leaf_shapes"]
     assert source.taxonomy("leaf_shapes").categories == ("birch", "maple", "oak")
-    assert source.taxonomy("leaf_shapes").meta_source == "none (no meta.json)"
+    assert source.taxonomy("leaf_shapes").meta_rule == "spelling similarity"
     splits = Counter(x.split for x in source.iter_items("leaf_shapes", ALL))
     assert splits == {"train": 6, "val": 2, "test": 5}
     item = next(x for x in source.iter_items("leaf_shapes", ["test"]) if x.category == "birch")
-    assert item.original == "leaf_shapes/test/birch/b0.webp" and item.meta_category == ""
+    assert item.original == "leaf_shapes/test/birch/b0.webp"
+    assert item.meta_category == source.taxonomy("leaf_shapes").meta_category("birch") != ""
 
 
 def test_symlink_out_of_the_folder_is_refused(flat_root, tmp_path):

@@ -11,6 +11,7 @@ import pytest
 
 from builders.taxonomy import (
     PET_CAT_BREEDS,
+    SpellingGroupsWarning,
     Taxonomy,
     _average_linkage,
     build_taxonomy,
@@ -26,7 +27,8 @@ DOG_BREEDS = ["american_bulldog", "Yorkshire Terrier", "great_pyrenees", "saint 
 def test_pets_species_fallback_accepts_any_spelling():
     names = ["abyssinian", "BRITISH_SHORTHAIR", "Maine Coon", "sphynx", *DOG_BREEDS]
     taxonomy = build_taxonomy("oxford_pets", names)
-    assert taxonomy.meta_source == "built-in list of the 12 cat breeds"
+    assert taxonomy.meta_source.startswith("builders/taxonomies/oxford_pets.json")
+    assert taxonomy.meta_rule == "dataset hierarchy"
     assert [taxonomy.meta_category(n) for n in names] == ["cat"] * 4 + ["dog"] * len(DOG_BREEDS)
     assert taxonomy.siblings("sphynx") == ["abyssinian", "BRITISH_SHORTHAIR", "Maine Coon"]
     assert taxonomy.category_id("pug") == len(names) - 1
@@ -34,7 +36,8 @@ def test_pets_species_fallback_accepts_any_spelling():
 
 def test_pets_full_breed_list_gives_12_cats_and_25_dogs():
     dogs = [f"dog breed {i}" for i in range(25)]
-    taxonomy = build_taxonomy("oxford_pets", [*PET_CAT_BREEDS, *dogs])
+    taxonomy = build_taxonomy("oxford_pets", [*PET_CAT_BREEDS, *dogs])  # not all in the map: built-in list
+    assert taxonomy.meta_source == "built-in list of the 12 cat breeds"
     metas = list(taxonomy.meta_categories.values())
     assert metas.count("cat") == 12 and metas.count("dog") == 25
 
@@ -54,7 +57,7 @@ def test_pets_list_txt_not_covering_every_breed_falls_back(tmp_path):
     annotations.mkdir(parents=True)
     (annotations / "list.txt").write_text("Bengal_3 1 2 1\n")
     taxonomy = build_taxonomy("oxford_pets", ["Bengal", "pug"], tmp_path)
-    assert taxonomy.meta_source == "built-in list of the 12 cat breeds"
+    assert taxonomy.meta_source.startswith("builders/taxonomies/oxford_pets.json")
     assert taxonomy.meta_categories == {"Bengal": "cat", "pug": "dog"}
 
 
@@ -117,36 +120,50 @@ def test_aircraft_family_and_manufacturer_joined_per_image_id(tmp_path):
     names = ["707-320", "737-300", "737-400", "A300B4", "A310"]
     taxonomy = build_taxonomy("fgvc_aircraft", names, tmp_path)
     assert taxonomy.meta_source.startswith("images_family_")
+    # A family of two or more variants is the group; single-variant families pool by manufacturer
+    # when it has two of them (A300, A310: Airbus), else stay with their manufacturer (Boeing 707).
     assert taxonomy.meta_categories == {
-        "707-320": "Boeing 707",
+        "707-320": "Boeing",
         "737-300": "Boeing 737",
         "737-400": "Boeing 737",
-        "A300B4": "A300",
-        "A310": "A310",
+        "A300B4": "Airbus",
+        "A310": "Airbus",
     }
     assert taxonomy.levels["manufacturer"]["A310"] == "Airbus"
+    assert taxonomy.levels["family"]["A310"] == "A310"
     assert taxonomy.siblings("737-300") == ["737-400"]
+
+
+def test_aircraft_files_without_manufacturer_keep_families(tmp_path):
+    _write_aircraft_files(tmp_path / "fgvc_aircraft", with_manufacturer=False)
+    taxonomy = build_taxonomy("fgvc_aircraft", ["707-320", "737-300", "A310"], tmp_path)
+    assert taxonomy.meta_categories == {"707-320": "Boeing 707", "737-300": "Boeing 737", "A310": "A310"}
 
 
 def test_aircraft_families_txt_by_model_number(tmp_path):
     domain_dir = tmp_path / "fgvc_aircraft"
     domain_dir.mkdir()
     (domain_dir / "families.txt").write_text("A3\nA330\nBoeing 737\nBoeing 747\n")
-    taxonomy = build_taxonomy("fgvc_aircraft", ["A330-200", "A330-300", "737-300", "747-400"], tmp_path)
+    # Variants the shipped map does not know (newer than FGVC), so the families file is read.
+    taxonomy = build_taxonomy("fgvc_aircraft", ["A330-800", "A330-900", "737-10", "747-8"], tmp_path)
     assert taxonomy.meta_source.startswith("families.txt")
-    # The longest matching model number wins: A330-200 is an A330, not an "A3".
+    # The longest matching model number wins: A330-800 is an A330, not an "A3".
     assert taxonomy.meta_categories == {
-        "A330-200": "A330",
-        "A330-300": "A330",
-        "737-300": "Boeing 737",
-        "747-400": "Boeing 747",
+        "A330-800": "A330",
+        "A330-900": "A330",
+        "737-10": "Boeing 737",
+        "747-8": "Boeing 747",
     }
 
 
-def test_aircraft_without_files_uses_text_similarity(tmp_path):
-    taxonomy = build_taxonomy("fgvc_aircraft", ["737-300", "737-400", "A340-300", "A340-500"], tmp_path)
-    assert taxonomy.meta_source == "text similarity"
-    assert all(len(taxonomy.siblings(c)) >= 1 for c in taxonomy.categories)
+def test_aircraft_without_files_uses_the_shipped_map(tmp_path):
+    taxonomy = build_taxonomy("fgvc_aircraft", ["737-300", "737-400", "A340-300", "A340-500", "An-12", "Il-76"], tmp_path)
+    assert taxonomy.meta_source.startswith("builders/taxonomies/fgvc_aircraft.json")
+    assert [taxonomy.meta_category(c) for c in taxonomy.categories] == [
+        "Boeing 737", "Boeing 737", "A340", "A340",
+        "Soviet-era transport and airliner", "Soviet-era transport and airliner",  # lone makers: by role
+    ]
+    assert taxonomy.levels["manufacturer"]["An-12"] == "Antonov"
 
 
 def test_sun_class_name_matches_coop():
@@ -178,9 +195,16 @@ def test_sun397_hierarchy_level_two(tmp_path):
     }
 
 
-def test_sun397_without_hierarchy_uses_text_similarity():
-    taxonomy = build_taxonomy("sun397", ["abbey", "airport terminal", "alley", "amphitheater"])
-    assert taxonomy.meta_source == "text similarity"
+def test_sun397_without_hierarchy_uses_the_shipped_map():
+    taxonomy = build_taxonomy("sun397", ["abbey", "airport terminal", "alley", "amphitheater", "bedroom"])
+    assert taxonomy.meta_source.startswith("builders/taxonomies/sun397.json")
+    assert taxonomy.meta_categories == {
+        "abbey": "cultural or historical building/place",
+        "airport terminal": "indoor transportation (vehicle interiors, stations, etc.)",
+        "alley": "commercial buildings, shops, markets, cities, and towns",
+        "amphitheater": "cultural or historical building/place",
+        "bedroom": "home or hotel",
+    }
 
 
 def test_text_similarity_groups_similar_names_and_is_deterministic():
@@ -205,8 +229,9 @@ def test_text_similarity_every_group_has_two_members(count):
 def test_text_similarity_edge_cases():
     assert group_by_text_similarity([]) == {}
     assert group_by_text_similarity(["only one"]) == {"only one": "only one"}
-    taxonomy = build_taxonomy("dtd", ["banded", "blotchy"])
-    assert taxonomy.siblings("banded") == ["blotchy"]
+    with pytest.warns(SpellingGroupsWarning, match="grouping them by spelling"):
+        taxonomy = build_taxonomy("my_textures", ["banded", "blotchy"])
+    assert taxonomy.siblings("banded") == ["blotchy"] and taxonomy.meta_rule == "spelling similarity"
 
 
 def _reference_average_linkage(similarity: np.ndarray, target: int, max_size: int) -> list[list[int]]:

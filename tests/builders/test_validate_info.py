@@ -88,7 +88,7 @@ def test_rejected_lines_without_a_manifest_count_are_a_problem_not_a_crash(build
 
 def test_a_leak_is_a_problem_unless_allowed(coop_root, tmp_path):
     out = tmp_path / "fdrd"
-    build(BuildOptions(out=out, data_root=coop_root.root, captions=CaptionSettings(captioner="none")), console=Console(quiet=True))
+    build(BuildOptions(out=out, data_root=coop_root.root, captions=CaptionSettings(captioner="template")), console=Console(quiet=True))
     near = coop_root.facts["defects"]["near_duplicate"]
     problems = validate_build(out).problems
     assert len(problems) == 1 and "leak" in problems[0] and near["original"] in problems[0] and near["of"] in problems[0]

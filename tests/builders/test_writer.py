@@ -4,15 +4,19 @@
 from __future__ import annotations
 
 import io
+import json
 import random
+import re
+from pathlib import Path
 
 import datasets
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import yaml
 from PIL import Image
 
-from builders.card import write_card
+from builders.card import card_text, write_card
 from builders.writer import ROW_GROUP_SIZE, plan_shards, shard_name, write_shard
 from fdrd.schema import record_id
 
@@ -102,14 +106,20 @@ def test_a_failed_write_leaves_neither_shard_nor_temp_file(tmp_path, monkeypatch
 def written(tmp_path):
     out = tmp_path / "out"
     counts = {"pets": {"train": 7, "test": 5}, "cars": {"train": 4, "val": 3, "test": 2}}
+    shards = []
     for domain, splits in counts.items():
         for split, count in splits.items():
             rows = make_rows(domain, split, count)
             # Two shards for pets/train, to check that configs gather every shard.
             cuts = [(0, 3), (3, 7)] if (domain, split) == ("pets", "train") else [(0, count)]
             for k, (start, stop) in enumerate(cuts):
-                write_shard(out / domain / shard_name(split, k, len(cuts)), rows[start:stop])
-    write_card(out, counts, {"content_hash": "cafe"})
+                path = out / domain / shard_name(split, k, len(cuts))
+                arrow_bytes = write_shard(path, rows[start:stop])
+                shards.append({"path": f"{domain}/{path.name}", "domain": domain, "split": split,
+                               "rows": stop - start, "bytes": path.stat().st_size, "num_bytes": arrow_bytes})
+    manifest = {"content_hash": "cafe", "rows": 21, "shards": shards, "failures": [],
+                "domains": {"pets": {"licenses": ["CC BY-SA 4.0 (Oxford-IIIT Pet)"]}, "cars": {"licenses": []}}}
+    write_card(out, counts, manifest)
     return out, counts
 
 
@@ -148,8 +158,91 @@ def test_card_declares_configs_and_features(written):
 
 
 def test_card_leaves_out_domains_without_rows():
-    from builders.card import card_text
-
-    text = card_text({"pets": {"train": 2}, "empty": {}}, {"content_hash": "x"})
+    text = card_text({"pets": {"train": 2}, "empty": {}, "none": {"test": 0}}, {"content_hash": "x"})
     assert "config_name: pets" in text and "config_name: empty" not in text and "empty/" not in text
-    assert "configs" not in card_text({}, {}).split("---")[1]
+    assert "none/" not in text
+    empty = card_text({}, {})
+    assert "configs" not in empty.split("---")[1] and "made no rows" in empty
+
+
+def hub_card_problems(text: str, directory) -> list[str]:
+    """What the Hub and `datasets` check in a dataset card's metadata, offline: the YAML parses into
+    DatasetCardData and survives a round trip; the licence `other` comes with a slug `license_name`
+    and a `license_link` to a file in the folder; task, size and language ids are known ones (the
+    lists `datasets` ships); configs are valid with one default; every dataset_info parses."""
+    from datasets.info import DatasetInfosDict
+    from datasets.utils.metadata import MetadataConfigs, known_task_ids
+    from huggingface_hub import DatasetCard, DatasetCardData
+
+    resources = Path(datasets.__file__).parent / "utils" / "resources"
+    card = DatasetCard(text)
+    data = card.data.to_dict()
+    problems = []
+    if DatasetCardData(**data).to_dict() != data or DatasetCard(str(card)).data.to_dict() != data:
+        problems.append("metadata does not survive a round trip")
+    if data.get("license") == "other":
+        if not re.fullmatch(r"[a-z0-9][a-z0-9.-]*", str(data.get("license_name", ""))):
+            problems.append(f"license other without a slug license_name: {data.get('license_name')!r}")
+        link = str(data.get("license_link", ""))
+        if not (link.startswith("https://") or (link and (Path(directory) / link).is_file())):
+            problems.append(f"license_link {link!r} is neither a URL nor a file of the folder")
+    unknown_tasks = set(data.get("task_categories", [])) - set(known_task_ids)
+    sizes = set(json.loads((resources / "size_categories.json").read_text()))
+    languages = set(json.loads((resources / "languages.json").read_text()))
+    problems += [f"unknown task {t}" for t in unknown_tasks]
+    problems += [f"unknown size category {c}" for c in set(data.get("size_categories", [])) - sizes]
+    problems += [f"unknown language {c}" for c in set(data.get("language", [])) - languages]
+    configs = MetadataConfigs.from_dataset_card_data(card.data)
+    if configs and configs.get_default_config_name() is None:
+        problems.append("no default config")
+    infos = DatasetInfosDict.from_dataset_card_data(card.data)
+    if set(infos) != set(configs):
+        problems.append(f"dataset_info configs {sorted(infos)} differ from configs {sorted(configs)}")
+    return problems
+
+
+def test_card_passes_the_hubs_metadata_checks(written, tmp_path):
+    out, _ = written
+    text = (out / "README.md").read_text()
+    assert hub_card_problems(text, out) == []
+    assert "CC BY-SA 4.0 (Oxford-IIIT Pet)" in (out / "LICENSE.md").read_text()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    write_card(empty, {}, {"rows": 0, "domains": {}})
+    assert hub_card_problems((empty / "README.md").read_text(), empty) == []
+    # The checks do fail: a licence `other` without its name and link is refused.
+    bare = text.replace("license_name: fdrd-source-licenses\n", "").replace("license_link: LICENSE.md\n", "")
+    assert len(hub_card_problems(bare, out)) == 2
+
+
+def test_load_dataset_without_a_config_name_loads_every_domain(written, tmp_path):
+    out, counts = written
+    whole = datasets.load_dataset(str(out), cache_dir=str(tmp_path / "hf-cache"))
+    assert {split: len(whole[split]) for split in whole} == {"train": 11, "val": 3, "test": 7}
+
+
+def test_card_sizes_are_the_real_ones(written, tmp_path):
+    out, counts = written
+    header = yaml.safe_load((out / "README.md").read_text().split("---")[1])
+    infos = {info["config_name"]: info for info in header["dataset_info"]}
+    for config in ("pets", "all"):
+        loaded = datasets.load_dataset(str(out), config, cache_dir=str(tmp_path / "c"))
+        splits = {s["name"]: s for s in infos[config]["splits"]}
+        for split in loaded:
+            # The Arrow size of the split's rows, as `datasets` holds them once loaded.
+            assert splits[split]["num_bytes"] == loaded[split].data.nbytes > 0
+        assert infos[config]["dataset_size"] == sum(s["num_bytes"] for s in splits.values())
+    files = [p for p in out.glob("pets/*.parquet")]
+    assert infos["pets"]["download_size"] == sum(p.stat().st_size for p in files)
+
+
+def test_shard_metadata_reads_as_fdrd_features_without_the_list_type(tmp_path):
+    """datasets 3.x knows no `List` feature type: the shards spell lists the older way, which reads
+    back as the same features in today's `datasets`."""
+    from fdrd.schema import FEATURES
+
+    path = tmp_path / "d" / shard_name("train", 0, 1)
+    write_shard(path, make_rows("d", "train", 2))
+    schema = pq.read_schema(path)
+    assert b'"List"' not in schema.metadata[b"huggingface"]
+    assert datasets.Features.from_arrow_schema(schema) == FEATURES

@@ -5,7 +5,7 @@ a range of them, so several machines can split one list. Within a run, `concurre
 one queue of every pending URL of the range (a shard boundary never idles workers), at most
 `per_host` of them talk to one host at a time, and each finished URL is appended to its shard's
 journal at once, so a killed run refetches only URLs that had not ended. Images are stored by
-sha256 (builders/crawl_store.py); normalization happens later, in the build, like for every source.
+sha256 (store.py); normalization happens later, in the build, like for every source.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from builders.crawl_fetch import (
+from builders.crawl.fetch import (
     TRANSIENT_REASONS,
     FetchPolicy,
     FetchResult,
@@ -28,8 +28,8 @@ from builders.crawl_fetch import (
     fetch_image,
     image_kind,
 )
-from builders.crawl_lists import UrlRow, read_url_list
-from builders.crawl_store import CrawlStore
+from builders.crawl.lists import UrlRow, read_url_list
+from builders.crawl.store import CrawlStore
 from fdrd.errors import FdrdError
 from fdrd.manifest import sha256_file
 
@@ -125,6 +125,8 @@ def crawl(list_path: str | Path, out_dir: str | Path, options: CrawlOptions | No
         raise FdrdError(f"crawl: --retries ({options.policy.retries}) and --max-redirects "
                         f"({options.policy.max_redirects}) must be at least 0")
     list_path = Path(list_path)
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise FdrdError(f"--out {out_dir} is a file, not a folder; choose a new folder or an earlier crawl's")
     rows = read_url_list(list_path)
     store = CrawlStore(out_dir)
     store.bind_list(list_path, sha256_file(list_path), rows, options.shard_size)
@@ -235,7 +237,11 @@ async def _crawl_row(client, store: CrawlStore, row: UrlRow, policy: FetchPolicy
         missing = "url" if not row.url else "category"
         return {**record, "status": "failed", "reason": "bad_row", "detail": f"empty {missing}",
                 "http_status": None, "attempts": 0}
-    result: FetchResult = await fetch_image(client, row.url, policy, hosts, rng)
+    try:
+        result: FetchResult = await fetch_image(client, row.url, policy, hosts, rng)
+    except Exception as error:  # fetch_image names every failure it knows; one URL never stops a crawl
+        return {**record, "status": "failed", "reason": "unexpected_error",
+                "detail": f"{type(error).__name__}: {str(error)[:200]}", "http_status": None, "attempts": 0}
     if not result.ok:
         return {**record, "status": "failed", "reason": result.reason, "detail": result.detail,
                 "http_status": result.http_status, "attempts": result.attempts}

@@ -1,7 +1,7 @@
 """On-disk state of a crawl: content-addressed images, per-shard results, and the crawl manifest.
 
     DIR/crawl.json                 the list it was crawled from (path, sha256, rows) and the shard size
-    DIR/urls.jsonl                 the list's rows (builders/crawl_lists.UrlRow), read by the urls source
+    DIR/urls.jsonl                 the list's rows (builders/crawl/lists.UrlRow), read by the urls source
     DIR/images/ab/abcd....jpg      every stored image, named by its sha256 (identical images stored once)
     DIR/shards/00007.partial.jsonl results of shard 7 so far, one line per finished URL (the resume journal)
     DIR/shards/00007.jsonl         results of shard 7 once every URL of it has ended (written atomically)
@@ -17,20 +17,34 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from builders.crawl_lists import UrlRow
+from builders.crawl.lists import UrlRow
 from fdrd.errors import FdrdError
 from fdrd.manifest import write_json_atomic, write_manifest, write_text_atomic
 
 CRAWL_FORMAT = "fdrd-crawl/1"
+# Where put_image stores bytes: images/<first two hex digits>/<sha256>.<kind>. A journal or result
+# record naming any other path (`..`, absolute, a link out of DIR) is not ours and is never read.
+IMAGE_PATH = re.compile(r"images/([0-9a-f]{2})/(\1[0-9a-f]{62})\.(jpg|png|gif|webp|bmp|tiff)")
 
 
 def shard_name(shard: int) -> str:
     return f"{shard:05d}"
+
+
+def _load(text: str, where: str) -> Any:
+    """One JSON value of a crawl file; FdrdError naming `where` when it is not JSON."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise FdrdError(f"{where}: nested too deeply to read; restore it or start a new --out") from None
+    except ValueError as error:
+        raise FdrdError(f"{where}: not valid JSON ({str(error)[:200]}); restore it or start a new --out") from None
 
 
 def _jsonl(records: list[dict]) -> str:
@@ -52,7 +66,7 @@ class CrawlStore:
         config = {"format": CRAWL_FORMAT, "list": str(list_path), "list_sha256": list_sha256,
                   "rows": len(rows), "shard_size": shard_size}
         if config_path.is_file():
-            recorded = json.loads(config_path.read_text())
+            recorded = self.config()
             if recorded.get("list_sha256") != list_sha256:
                 raise FdrdError(f"{self.root}: was crawled from another URL list ({recorded.get('list')}, sha256 "
                                 f"{str(recorded.get('list_sha256'))[:12]}); {list_path} differs; use a new --out")
@@ -73,11 +87,38 @@ class CrawlStore:
         path = self.root / "crawl.json"
         if not path.is_file():
             raise FdrdError(f"{self.root}: no crawl.json; is this a directory written by `fdrd crawl`?")
-        return json.loads(path.read_text())
+        config = _load(path.read_bytes().decode("utf-8", errors="replace"), str(path))
+        ok = (isinstance(config, dict) and isinstance(config.get("list"), str)
+              and isinstance(config.get("list_sha256"), str)
+              and all(isinstance(config.get(k), int) and not isinstance(config.get(k), bool) for k in ("rows", "shard_size"))
+              and config["rows"] >= 0 and config["shard_size"] >= 1)
+        if not ok:
+            raise FdrdError(f"{path}: not a crawl.json written by `fdrd crawl` (needs list, list_sha256, rows >= 0 and "
+                            "shard_size >= 1); restore it or start a new --out")
+        return config
 
     def rows(self) -> list[UrlRow]:
-        with open(self.root / "urls.jsonl", encoding="utf-8") as handle:
-            return [UrlRow(**json.loads(line)) for line in handle if line.strip()]
+        path = self.root / "urls.jsonl"
+        rows = []
+        try:
+            lines = path.read_bytes().decode("utf-8", errors="replace").splitlines()
+        except FileNotFoundError:
+            raise FdrdError(f"{path}: missing; rerun `fdrd crawl` with the same list to write it again") from None
+        for number, line in enumerate(lines, start=1):
+            if line.strip():
+                try:
+                    rows.append(UrlRow(**_load(line, f"{path}: line {number}")))
+                except TypeError as error:
+                    raise FdrdError(f"{path}: line {number} is not a URL list row ({error}); rerun `fdrd crawl` "
+                                    "with the same list to write it again") from None
+        return rows
+
+    def image_file(self, relative: Any) -> Path | None:
+        """The stored image a record names, when the name is one put_image writes and stays inside DIR."""
+        if not isinstance(relative, str) or not IMAGE_PATH.fullmatch(relative):
+            return None
+        path = self.root / relative
+        return path if path.resolve().is_relative_to(self.root.resolve()) else None
 
     # -- images ---------------------------------------------------------------------------------
     def put_image(self, data: bytes, suffix: str) -> tuple[str, str]:
@@ -109,21 +150,33 @@ class CrawlStore:
         results: dict[int, dict] = {}
         if not path.is_file():
             return results
-        with open(path, encoding="utf-8") as handle:
+        with open(path, encoding="utf-8", errors="replace") as handle:
             for line in handle:
                 try:
                     record = json.loads(line)
-                except json.JSONDecodeError:
+                except (ValueError, RecursionError):
                     continue
-                if record["status"] == "ok" and not (self.root / record["path"]).is_file():
-                    continue
+                if not _is_record(record):
+                    continue  # not a line the crawler wrote: that URL is fetched again
+                if record["status"] == "ok":
+                    image = self.image_file(record.get("path"))
+                    if image is None or not image.is_file():
+                        continue
                 results[record["index"]] = record
         return results
 
     def results(self, shard: int) -> list[dict]:
         path = self.shards / f"{shard_name(shard)}.jsonl"
-        with open(path, encoding="utf-8") as handle:
-            return [json.loads(line) for line in handle if line.strip()]
+        records = []
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            for number, line in enumerate(handle, start=1):
+                if line.strip():
+                    record = _load(line, f"{path}: line {number}")
+                    if not _is_record(record):
+                        raise FdrdError(f"{path}: line {number} is not a crawl record; delete {path.name} and its "
+                                        ".done.json to crawl the shard again")
+                    records.append(record)
+        return records
 
     def finish_shard(self, shard: int, records: list[dict], stats: dict[str, Any]) -> None:
         """Results first (atomically), then the done marker, then drop the journal: a crash between
@@ -149,7 +202,10 @@ class CrawlStore:
         for shard in range(shard_count):
             marker = self.shards / f"{shard_name(shard)}.done.json"
             if marker.is_file():
-                shards[shard_name(shard)] = json.loads(marker.read_text())
+                stats = _load(marker.read_text(encoding="utf-8", errors="replace"), str(marker))
+                if not isinstance(stats, dict) or not all(k in stats for k in ("failed", "urls", "ok", "bytes")):
+                    raise FdrdError(f"{marker}: not a shard's stats; delete it to crawl shard {shard} again")
+                shards[shard_name(shard)] = stats
         failed: Counter[str] = Counter()
         for stats in shards.values():
             failed.update(stats["failed"])
@@ -171,3 +227,9 @@ class CrawlStore:
         }
         write_manifest(self.root, manifest)
         return manifest
+
+
+def _is_record(record: Any) -> bool:
+    """A journal or result line as _crawl_row writes it (index, status, and a reason when failed)."""
+    return (isinstance(record, dict) and isinstance(record.get("index"), int) and record.get("status") in ("ok", "failed")
+            and (record["status"] == "ok" or isinstance(record.get("reason"), str)))

@@ -29,12 +29,17 @@ FAILURE_REASONS = {
     "not_an_image": "the bytes start with no JPEG/PNG/GIF/WebP/BMP/TIFF signature",
     "redirect_loop": "a redirect led back to a URL already visited",
     "too_many_redirects": "more than --max-redirects redirects",
-    "bad_url": "not an http(s) URL",
+    "bad_url": "not a well-formed http(s) URL (scheme, host, port 1-65535, IPv6 literal, length)",
+    "bad_redirect": "a redirect without a Location header, or to a malformed or non-http(s) URL",
     "bad_row": "the list row has no URL or no category",
+    "unexpected_error": "the crawler failed on this URL in a way it does not name (a bug: please report it)",
 }
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 # Failures that may pass with time (`fdrd crawl --retry-failed` fetches them again).
-TRANSIENT_REASONS = frozenset({"timeout", "connection_error", "truncated"} | {f"http_{s}" for s in RETRYABLE_STATUSES})
+TRANSIENT_REASONS = frozenset(
+    {"timeout", "connection_error", "truncated", "unexpected_error"} | {f"http_{s}" for s in RETRYABLE_STATUSES}
+)
+MAX_PORT = 65535
 # Content types some servers use for images they do not label properly; the magic bytes decide.
 GENERIC_CONTENT_TYPES = frozenset({"application/octet-stream", "binary/octet-stream", "application/binary"})
 
@@ -117,6 +122,23 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     return max(0.0, (when - now).total_seconds())
 
 
+def parse_url(url: str, failure: str = "bad_url") -> httpx.URL:
+    """`url` as an httpx.URL when it is a well-formed http(s) URL with a host and a valid port; else
+    _Failure(`failure`) naming what is wrong. Called before any request, so a malformed URL is one
+    URL's named failure, never an exception out of the crawl."""
+    if not url.lower().startswith(("http://", "https://")):
+        raise _Failure(failure, f"unsupported URL {url[:80]!r}")
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, ValueError, TypeError) as error:
+        raise _Failure(failure, f"{str(error)[:200]} in {url[:80]!r}") from None
+    if not parsed.host:
+        raise _Failure(failure, f"no host in {url[:80]!r}")
+    if parsed.port is not None and not 1 <= parsed.port <= MAX_PORT:
+        raise _Failure(failure, f"port {parsed.port} out of range 1-{MAX_PORT} in {url[:80]!r}")
+    return parsed
+
+
 def backoff_delay(retry_number: int, policy: FetchPolicy, rng: random.Random) -> float:
     """Exponential backoff with jitter in [half, full] of the step, so synchronized workers spread out."""
     step = min(policy.backoff_max, policy.backoff_base * (2 ** retry_number))
@@ -175,8 +197,7 @@ async def fetch_image(client: httpx.AsyncClient, url: str, policy: FetchPolicy, 
         raise AssertionError("unreachable: the last attempt returns")
 
     try:
-        if not url.lower().startswith(("http://", "https://")):
-            raise _Failure("bad_url", f"unsupported URL {url[:80]!r}")
+        parse_url(url)
         return await asyncio.wait_for(attempt_loop(), policy.total_timeout)
     except _Failure as failure:
         return FetchResult(url, None, failure.reason, failure.detail, failure.status, attempts)
@@ -187,14 +208,14 @@ async def fetch_image(client: httpx.AsyncClient, url: str, policy: FetchPolicy, 
 async def _attempt(client: httpx.AsyncClient, url: str, policy: FetchPolicy,
                    hosts: HostLimiter) -> tuple[bytes, str, int]:
     """One attempt, following redirects by hand so that loops and hop counts are ours to name."""
-    current = httpx.URL(url)
+    current = parse_url(url)
     visited = {str(current)}
     for _hop in range(policy.max_redirects + 1):
         try:
             async with hosts.slot(current):
                 async with client.stream("GET", current) as response:
                     if response.is_redirect:
-                        target = current.join(response.headers["location"])
+                        target = _redirect_target(current, response)
                         if str(target) in visited:
                             raise _Failure("redirect_loop", f"{current} redirects back to {target}", response.status_code)
                         visited.add(str(target))
@@ -204,6 +225,8 @@ async def _attempt(client: httpx.AsyncClient, url: str, policy: FetchPolicy,
         except httpx.TimeoutException as error:
             raise _Retry("timeout", f"{type(error).__name__} at {current}") from error
         except httpx.RemoteProtocolError as error:
+            if "location header" in str(error).lower():  # httpx reads Location itself, even unfollowed
+                raise _Failure("bad_redirect", f"{current}: {str(error)[:200]}") from error
             truncated = "incomplete" in str(error) or "complete message body" in str(error)
             raise _Retry("truncated" if truncated else "connection_error", str(error)[:200]) from error
         except (httpx.UnsupportedProtocol, httpx.InvalidURL) as error:
@@ -211,6 +234,21 @@ async def _attempt(client: httpx.AsyncClient, url: str, policy: FetchPolicy,
         except httpx.TransportError as error:
             raise _Retry("connection_error", f"{type(error).__name__}: {str(error)[:200]}") from error
     raise _Failure("too_many_redirects", f"more than {policy.max_redirects} redirects from {url}")
+
+
+def _redirect_target(current: httpx.URL, response: httpx.Response) -> httpx.URL:
+    location = response.headers.get("location")
+    if not location:
+        raise _Failure("bad_redirect", f"HTTP {response.status_code} redirect without a Location header at {current}",
+                       response.status_code)
+    try:
+        target = str(current.join(location))
+    except (httpx.InvalidURL, ValueError, TypeError) as error:
+        raise _Failure("bad_redirect", f"Location {location[:80]!r}: {str(error)[:120]}", response.status_code) from None
+    try:
+        return parse_url(target, failure="bad_redirect")
+    except _Failure as failure:
+        raise _Failure("bad_redirect", f"redirect from {current}: {failure.detail}", response.status_code) from None
 
 
 async def _read_image(response: httpx.Response, policy: FetchPolicy) -> bytes:

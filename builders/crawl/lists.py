@@ -85,8 +85,11 @@ def _read_jsonl(path: Path) -> list[dict]:
                 continue
             try:
                 record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise FdrdError(f"{path}: line {line_number} is not valid JSON ({error})") from error
+            except RecursionError:
+                raise FdrdError(f"{path}: line {line_number} is nested too deeply to read; one flat object "
+                                "per line") from None
+            except ValueError as error:  # JSONDecodeError, or a number past Python's digit limit
+                raise FdrdError(f"{path}: line {line_number} is not valid JSON ({str(error)[:200]})") from None
             if not isinstance(record, dict):
                 raise FdrdError(f"{path}: line {line_number} is not a JSON object")
             records.append(record)

@@ -1,0 +1,424 @@
+"""The leaderboard's numbers against values worked out by hand: mean ± std over seeds, AVG over domains,
+best per row, the paper's reported numbers and differences, the bootstrap intervals (against a slow
+loop on the same draws), the refusal to mix datasets or backbones, and every format parsed back.
+
+Results files are written here by hand in schema v2, never by `fdrd bench`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from benchmark.leaderboard import AVG, build_leaderboard
+from benchmark.leaderboard_render import render
+from benchmark.leaderboard_reported import load_reported
+from benchmark.leaderboard_stats import IntervalSettings, percentile_interval, replicate_recalls
+from fdrd.cli import app
+from fdrd.errors import FdrdError
+
+PAPER_NINE = ["caltech-101", "oxford_pets", "stanford_cars", "oxford_flowers", "food-101", "fgvc_aircraft", "sun397", "dtd", "ucf101"]
+
+
+def ranks_with(r1: int, r5: int, r10: int, n: int = 10) -> list[int]:
+    """n ranks, exactly r1 of them 1, r5 within 5, r10 within 10."""
+    return [1] * r1 + [3] * (r5 - r1) + [7] * (r10 - r5) + [50] * (n - r10)
+
+
+def write_result(
+    root: Path, label: str, domain: str, seed: int, *, i2t=(4, 6, 8), t2i=(3, 5, 7), n: int = 10,
+    ranks: bool = True, content_hash: str = "hash-a", model=("tiny-clip", "rev-1"), **fields,
+) -> Path:
+    """A schema-v2 results file whose metrics are the counts (of n test items within K) given, in percent."""
+    metrics = {f"{d}_r{k}": 100.0 * c / n for d, counts in (("i2t", i2t), ("t2i", t2i)) for k, c in zip((1, 5, 10), counts, strict=True)}
+    metrics["mean_recall"] = statistics.fmean(metrics.values())
+    payload = {
+        "schema": "fdrd-bench-result", "schema_version": 2, "run_label": label, "method": label.split("+")[0],
+        "named_variant": None, "preset": None, "overrides": {}, "method_variant": "fdrd-toolkit-v1",
+        "config": {}, "config_notes": {"choices": {}, "departures": {}},
+        "model": {"id": model[0], "revision": model[1]},
+        "dataset": {"dir": "data", "content_hash": content_hash, "verified": True, "train_split": "train",
+                    "train_records": 0, "test_records": n},
+        "domain": domain, "split": "test", "seed": seed, "shots": None, "metrics": metrics,
+        "ranks": {"i2t": ranks_with(*i2t, n=n), "t2i": ranks_with(*t2i, n=n)} if ranks else None,
+        "recall_backend": "torch", "truncated_captions": {"train": 0, "test": 0}, "timings": {}, "training": {},
+        "git": {"sha": "0" * 40, "dirty": False}, "versions": {}, "device": {}, "created": "2025-01-01T00:00:00Z",
+    }
+    payload.update(fields)
+    path = root / label / domain / f"seed-{seed}.json"  # the folder keeps the given label, whatever the payload says
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload))
+    return path
+
+
+@pytest.fixture
+def two_runs(tmp_path: Path) -> Path:
+    """coop, seeds 1-3, and zeroshot, seed 1, on oxford_pets and dtd; the expected numbers are in the tests."""
+    runs = tmp_path / "runs"
+    for seed, pets, dtd in ((1, (4, 6, 8), (2, 4, 6)), (2, (5, 7, 9), (2, 5, 6)), (3, (6, 8, 10), (2, 6, 6))):
+        write_result(runs, "coop", "oxford_pets", seed, i2t=pets)
+        write_result(runs, "coop", "dtd", seed, i2t=dtd)
+    write_result(runs, "zeroshot", "oxford_pets", 1, i2t=(5, 5, 5))
+    write_result(runs, "zeroshot", "dtd", 1, i2t=(3, 5, 7))
+    return runs
+
+
+def cells(board, section: str, domain: str, k: int) -> dict:
+    (row,) = [r for r in board.rows if (r.section, r.domain, r.k) == (section, domain, k)]
+    return row.cells
+
+
+# ------------------------------------------------------------------------------ numbers by hand
+def test_mean_and_std_over_seeds_and_the_avg_rows(two_runs):
+    board = build_leaderboard([two_runs])
+    assert [c.key for c in board.columns] == ["zeroshot", "coop"]  # the paper's method order
+    assert board.domains == ["oxford_pets", "dtd"]  # the paper's domain order
+    expected = {  # (domain, K): (mean, std) of coop's image->text recall over seeds 1, 2, 3
+        ("oxford_pets", 1): (50, 10), ("oxford_pets", 5): (70, 10), ("oxford_pets", 10): (90, 10),
+        ("dtd", 1): (20, 0), ("dtd", 5): (50, 10), ("dtd", 10): (60, 0),
+        # AVG: the mean of the domain means; std over seeds of the per-seed average over domains
+        (AVG, 1): (35, 5), (AVG, 5): (60, 10), (AVG, 10): (75, 5),
+    }
+    for (domain, k), (mean, std) in expected.items():
+        cell = cells(board, "i2t", domain, k)["coop"]
+        assert cell.mean == pytest.approx(mean) and cell.std == pytest.approx(std), (domain, k)
+        assert cell.seeds == (1, 2, 3)
+    zeroshot = {(d, k): cells(board, "i2t", d, k)["zeroshot"] for d in ("oxford_pets", "dtd", AVG) for k in (1, 5, 10)}
+    assert [zeroshot["dtd", k].mean for k in (1, 5, 10)] == pytest.approx([30, 50, 70])
+    assert [zeroshot[AVG, k].mean for k in (1, 5, 10)] == pytest.approx([40, 50, 60])
+    assert all(cell.std is None for cell in zeroshot.values())  # one seed: no spread to show
+    assert cells(board, "t2i", AVG, 1)["coop"].mean == pytest.approx(30)
+
+
+def test_best_per_row_is_bold_and_shown_ties_share_it(two_runs, tmp_path):
+    board = build_leaderboard([two_runs])
+    best = {(d, k): {key for key, c in cells(board, "i2t", d, k).items() if c.best} for d in ("oxford_pets", "dtd", AVG) for k in (1, 5)}
+    assert best["oxford_pets", 1] == {"coop", "zeroshot"}  # 50 and 50
+    assert best["oxford_pets", 5] == {"coop"}  # 70 against 50
+    assert best["dtd", 1] == {"zeroshot"}  # 30 against 20
+    assert best[AVG, 1] == {"zeroshot"} and best[AVG, 5] == {"coop"}  # 40 vs 35; 60 vs 50
+    # 50.001 and 50.004 both show as 50.00: both bold; 50.006 shows as 50.01 and wins alone.
+    runs = tmp_path / "close"
+    for label, value in (("a", 50.001), ("b", 50.004)):
+        path = write_result(runs, label, "dtd", 1, ranks=False)
+        payload = json.loads(path.read_text())
+        payload["metrics"]["i2t_r1"] = value
+        path.write_text(json.dumps(payload))
+    assert {k for k, c in cells(build_leaderboard([runs]), "i2t", "dtd", 1).items() if c.best} == {"a", "b"}
+    write_result(runs, "c", "dtd", 1, ranks=False, metrics={**json.loads(path.read_text())["metrics"], "i2t_r1": 50.006})
+    assert {k for k, c in cells(build_leaderboard([runs]), "i2t", "dtd", 1).items() if c.best} == {"c"}
+
+
+def test_avg_is_left_out_for_a_run_missing_a_domain(two_runs):
+    write_result(two_runs, "clip_adapter", "dtd", 1)
+    board = build_leaderboard([two_runs])
+    assert cells(board, "i2t", AVG, 1)["clip_adapter"].mean is None
+    assert cells(board, "i2t", "oxford_pets", 1)["clip_adapter"].mean is None
+    assert any("no AVG for clip_adapter" in note and "oxford_pets" in note for note in board.notes)
+
+
+def test_hard_negative_accuracy_by_kind(tmp_path):
+    runs = tmp_path / "runs"
+    for seed, pets, dtd in ((1, 80.0, 60.0), (2, 90.0, 70.0)):
+        hard = {"category": {"accuracy": pets, "images": 10}, "attribute": {"accuracy": None, "images": 0}}
+        write_result(runs, "dcar", "oxford_pets", seed, hard_negatives=hard)
+        write_result(runs, "dcar", "dtd", seed, hard_negatives={"category": {"accuracy": dtd, "images": 10}})
+    write_result(runs, "zeroshot", "oxford_pets", 1)  # no hard-negative accuracy at all
+    write_result(runs, "zeroshot", "dtd", 1)
+    board = build_leaderboard([runs])
+    rows = {(r.domain, r.kind): r.cells for r in board.hard_negative_rows}
+    assert set(rows) == {("oxford_pets", "category"), ("dtd", "category"), (AVG, "category")}  # attribute: all null
+    assert rows["oxford_pets", "category"]["dcar"].mean == pytest.approx(85)
+    assert rows["oxford_pets", "category"]["dcar"].std == pytest.approx(statistics.stdev([80, 90]))
+    assert rows[AVG, "category"]["dcar"].mean == pytest.approx(75)  # (85 + 65) / 2
+    assert rows[AVG, "category"]["dcar"].std == pytest.approx(statistics.stdev([70, 80]))  # per-seed averages
+    assert rows["dtd", "category"]["zeroshot"].mean is None and rows[AVG, "category"]["dcar"].best
+    assert [c.key for c in board.hard_negative_columns] == ["zeroshot", "dcar"]
+
+
+# ------------------------------------------------------------------------------------ reported
+def test_reported_columns_sit_beside_the_published_recipe_with_the_difference(tmp_path):
+    runs = tmp_path / "runs"
+    write_result(runs, "coop", "oxford_pets", 1, i2t=(5, 8, 9), t2i=(3, 6, 7))
+    write_result(runs, "coop", "flowers", 1)  # synthetic: the paper has no such domain
+    write_result(runs, "coop+quick", "oxford_pets", 1, preset="quick")
+    write_result(runs, "coop+quick", "flowers", 1, preset="quick")
+    board = build_leaderboard([runs], reported=True)
+    labels = [c.label for c in board.columns]
+    assert labels[:4] == ["coop", "CoOp (reported)", "Δ coop", "coop+quick"]
+    assert {"CLIP (reported)", "FILIP (reported)", "ALIP (reported)", "FineCLIP (reported)", "DCAR (reported)"} <= set(labels)
+    assert "Δ coop+quick" not in labels  # a preset is not the paper's recipe
+    row = cells(board, "i2t", "oxford_pets", 1)
+    assert row["reported:coop"].mean == pytest.approx(49.88)  # the paper: CoOp, OxfordPets, I2T R@1
+    assert row["difference:coop"].mean == pytest.approx(50 - 49.88)
+    assert row["reported:FILIP"].mean == pytest.approx(41.97)
+    assert cells(board, "t2i", "oxford_pets", 1)["difference:coop"].mean == pytest.approx(30 - 31.59)
+    assert not row["reported:coop"].best  # bold is for measured values
+    assert cells(board, "i2t", "flowers", 1)["reported:coop"].mean is None
+    assert cells(board, "i2t", AVG, 1)["reported:coop"].mean is None  # the paper's AVG is over its nine domains
+    assert any("no reported numbers for flowers" in note for note in board.notes)
+    assert any("coop+quick is not compared" in note for note in board.notes)
+
+
+def test_reported_avg_when_the_table_has_the_papers_nine_domains(tmp_path):
+    runs = tmp_path / "runs"
+    for index, domain in enumerate(PAPER_NINE):
+        write_result(runs, "zeroshot", domain, 1, i2t=(index % 3 + 2, 6, 8))  # R@1 20, 30, 40, 20, ...
+    board = build_leaderboard([runs], reported=True)
+    row = cells(board, "i2t", AVG, 1)
+    assert row["zeroshot"].mean == pytest.approx(30)
+    assert row["reported:zeroshot"].mean == pytest.approx(27.04)  # CLIP, AVG, I2T R@1
+    assert row["difference:zeroshot"].mean == pytest.approx(30 - 27.04)
+    assert cells(board, "t2i", AVG, 1)["reported:CoOp"].mean == pytest.approx(18.26)
+
+
+def test_the_packaged_paper_table_is_whole_and_its_avg_is_the_mean_of_nine():
+    table = load_reported()
+    assert table.methods == ("CLIP", "CoOp", "CLIP-Adapter", "MaPLe", "FILIP", "ALIP", "FineCLIP", "DCAR")
+    assert len(table.values) == 8 * 10 * 2 * 3
+    for method in table.methods:
+        for direction in ("i2t", "t2i"):
+            for k in (1, 5, 10):
+                nine = [table.get(method, d, direction, k) for d in PAPER_NINE]
+                assert statistics.fmean(nine) == pytest.approx(table.get(method, "AVG", direction, k), abs=0.006)
+    assert table.get("DCAR", "fgvc_aircraft", "i2t", 1) is not None
+
+
+# ------------------------------------------------------------------------------------ intervals
+class ReplayRng:
+    """Answers `integers` with given arrays, in order: the test decides every draw."""
+
+    def __init__(self, arrays):
+        self.arrays = list(arrays)
+
+    def integers(self, low, high, size):
+        array = np.asarray(self.arrays.pop(0))
+        assert array.shape == size and array.min() >= low and array.max() < high
+        return array
+
+
+def reference_replicates(ranks_by_seed, ks, draws):
+    """The definition, one replicate at a time: mean over the drawn seeds of recall over the drawn items."""
+    out = {k: [] for k in ks}
+    for seed_rows, item_rows in zip(draws[0::2], draws[1::2], strict=True):
+        for seeds, items in zip(seed_rows, item_rows, strict=True):
+            for k in ks:
+                per_seed = [sum(ranks_by_seed[s][i] <= k for i in items) / len(items) for s in seeds]
+                out[k].append(100.0 * sum(per_seed) / len(seeds))
+    return out
+
+
+def test_bootstrap_replicates_by_hand():
+    ranks = [[1, 6, 2], [3, 1, 11]]
+    draws = [[[0, 0], [0, 1]], [[0, 1, 1], [2, 2, 0]], [[1, 1]], [[1, 1, 1]]]  # chunks of 2 then 1 replicates
+    got = replicate_recalls(ranks, (1, 5), IntervalSettings(resamples=3, chunk=2), ReplayRng(draws))
+    # seeds {0,0} items {0,1,1}: ranks 1,6,6 -> 1/3 within 1 and within 5
+    # seeds {0,1} items {2,2,0}: seed 0 ranks 2,2,1 (1/3, 3/3), seed 1 ranks 11,11,3 (0, 1/3)
+    # seeds {1,1} items {1,1,1}: rank 1 three times
+    assert got[1] == pytest.approx([100 / 3, 100 / 6, 100])
+    assert got[5] == pytest.approx([100 / 3, 200 / 3, 100])
+
+
+def test_bootstrap_matches_the_slow_definition_on_random_ranks_with_ties():
+    generator = np.random.default_rng(7)
+    ranks = generator.integers(1, 13, size=(3, 25)).tolist()  # many ties at every K
+    settings = IntervalSettings(resamples=50, chunk=7)
+    draws = []
+    for done in range(0, 50, 7):
+        size = min(7, 50 - done)
+        draws += [generator.integers(0, 3, (size, 3)), generator.integers(0, 25, (size, 25))]
+    got = replicate_recalls(ranks, (1, 5, 10), settings, ReplayRng(draws))
+    expected = reference_replicates(ranks, (1, 5, 10), draws)
+    for k in (1, 5, 10):
+        assert got[k] == pytest.approx(expected[k])
+
+
+def test_intervals_of_cells_and_of_avg(tmp_path):
+    runs = tmp_path / "runs"
+    write_result(runs, "coop", "dtd", 1, i2t=(10, 10, 10))  # every item first: no spread at all
+    write_result(runs, "coop", "oxford_pets", 1, i2t=(3, 6, 8))
+    write_result(runs, "coop", "oxford_pets", 2, i2t=(5, 6, 9))
+    board = build_leaderboard([runs])
+    assert cells(board, "i2t", "dtd", 1)["coop"].interval == (100.0, 100.0)
+    low, high = cells(board, "i2t", "oxford_pets", 1)["coop"].interval
+    assert 0 <= low < 40 < high <= 100  # the mean, 40, lies inside
+    # Each AVG replicate is the mean of the domain replicates: here (100 + pets) / 2, so its percentiles too.
+    assert cells(board, "i2t", AVG, 1)["coop"].interval == pytest.approx(((100 + low) / 2, (100 + high) / 2))
+    assert board.interval["level"] == 0.95 and board.interval["resamples"] == 1000
+
+
+def test_a_single_seed_without_ranks_carries_its_files_interval(tmp_path):
+    runs = tmp_path / "runs"
+    write_result(runs, "a", "dtd", 1, ranks=False, intervals={"i2t_r1": [31.5, 48.5]})
+    write_result(runs, "b", "dtd", 1, ranks=False, intervals={"i2t_r1": [30.0, 50.0]})
+    write_result(runs, "b", "dtd", 2, ranks=False)
+    row = cells(build_leaderboard([runs]), "i2t", "dtd", 1)
+    assert row["a"].interval == (31.5, 48.5)
+    assert row["b"].interval is None  # two seeds and no ranks: nothing to bootstrap from
+
+
+def test_percentile_interval_of_known_values():
+    assert percentile_interval(np.arange(101, dtype=float), 0.95) == pytest.approx((2.5, 97.5))
+
+
+def test_the_same_table_in_two_processes(two_runs):
+    outputs = [
+        subprocess.run(
+            [sys.executable, "-m", "fdrd.cli", "leaderboard", str(two_runs), "--format", "json"],
+            capture_output=True, text=True, check=True,
+        ).stdout
+        for _ in range(2)
+    ]
+    assert outputs[0] == outputs[1]
+    assert json.loads(outputs[0])["rows"][0]["cells"]["coop"]["interval"] is not None
+
+
+# --------------------------------------------------------------------------- refusals and errors
+def test_results_of_two_datasets_are_refused_unless_allowed(two_runs):
+    write_result(two_runs, "maple", "dtd", 1, content_hash="hash-b")
+    with pytest.raises(FdrdError) as refused:
+        build_leaderboard([two_runs])
+    message = str(refused.value)
+    assert "hash-a" in message and "hash-b" in message and "maple" in message and "--allow-mixed" in message
+    board = build_leaderboard([two_runs], allow_mixed=True)
+    assert any(note.startswith("mixed:") and "hash-b" in note for note in board.notes)
+
+
+def test_results_of_two_backbones_are_refused(two_runs):
+    write_result(two_runs, "maple", "dtd", 1, model=("tiny-clip", "rev-2"))
+    with pytest.raises(FdrdError, match=r"backbones.*tiny-clip@rev-1.*tiny-clip@rev-2"):
+        build_leaderboard([two_runs])
+
+
+def test_no_results_is_an_error_naming_the_folders(tmp_path):
+    empty, other = tmp_path / "empty", tmp_path / "other"
+    empty.mkdir()
+    (other / "x").mkdir(parents=True)
+    (other / "x" / "manifest.json").write_text("{}")
+    result = CliRunner().invoke(app, ["leaderboard", str(empty), str(other)])
+    assert result.exit_code != 0
+    assert isinstance(result.exception, FdrdError)
+    assert str(empty) in str(result.exception) and str(other) in str(result.exception)
+
+
+@pytest.mark.parametrize(
+    ("change", "complaint"),
+    [
+        ({"schema_version": 1}, "schema version 1"),
+        ({"metrics": {"i2t_r1": 40.0}}, "metrics.i2t_r5"),
+        ({"seed": "1"}, "seed"),
+        ({"run_label": "../../etc"}, "run_label"),
+        ({"ranks": {"i2t": [1, 0], "t2i": [1]}}, "ranks.i2t"),
+        ({"hard_negatives": {"category": {"accuracy": 140}}}, "hard_negatives.category.accuracy"),
+    ],
+)
+def test_a_broken_results_file_is_named(tmp_path, change, complaint):
+    path = write_result(tmp_path / "runs", "coop", "dtd", 1)
+    path.write_text(json.dumps({**json.loads(path.read_text()), **change}))
+    with pytest.raises(FdrdError) as broken:
+        build_leaderboard([tmp_path / "runs"])
+    assert str(path) in str(broken.value) and complaint in str(broken.value)
+
+
+def test_ranks_that_disagree_with_the_metrics_are_refused(tmp_path):
+    path = write_result(tmp_path / "runs", "coop", "dtd", 1)
+    payload = json.loads(path.read_text())
+    payload["ranks"]["i2t"] = ranks_with(9, 9, 9)
+    path.write_text(json.dumps(payload))
+    with pytest.raises(FdrdError, match="metrics.i2t_r1 is 40.0 but its ranks give 90"):
+        build_leaderboard([path])
+
+
+def test_the_same_seed_in_two_folders_is_refused_and_a_file_named_twice_is_read_once(tmp_path, two_runs):
+    copy = tmp_path / "copy"
+    write_result(copy, "coop", "dtd", 1)
+    with pytest.raises(FdrdError, match="both run 'coop', domain 'dtd', seed 1"):
+        build_leaderboard([two_runs, copy])
+    board = build_leaderboard([two_runs, two_runs / "coop" / "dtd" / "seed-1.json"])
+    assert cells(board, "i2t", "dtd", 1)["coop"].seeds == (1, 2, 3)
+
+
+def test_a_named_file_must_be_a_results_file(tmp_path):
+    other = tmp_path / "manifest.json"
+    other.write_text(json.dumps({"format": "fdrd-build"}))
+    with pytest.raises(FdrdError, match="not a results file"):
+        build_leaderboard([other])
+
+
+# -------------------------------------------------------------------------------------- formats
+def markdown_tables(text: str) -> dict[str, list[list[str]]]:
+    tables, title = {}, None
+    for line in text.splitlines():
+        if line.startswith("## "):
+            title = line[3:]
+        elif line.startswith("| ") and title:
+            tables.setdefault(title, []).append([c.strip().replace("\\_", "_") for c in line.strip("|").split(" | ")])
+    return tables
+
+
+def test_markdown_has_the_papers_layout(two_runs):
+    text = render(build_leaderboard([two_runs]), "md")
+    table = markdown_tables(text)["Recall@K (%), image → text"]
+    assert table[0] == ["domain", "K", "zeroshot", "coop"]
+    rows = {(r[0], r[1]): r[2:] for r in table[1:]}
+    assert list(rows)[:3] == [("oxford_pets", "R@1"), ("oxford_pets", "R@5"), ("oxford_pets", "R@10")]
+    assert rows["oxford_pets", "R@1"] == ["**50.00**", "**50.00 ± 10.00**"]
+    assert rows["dtd", "R@10"] == ["**70.00**", "60.00 ± 0.00"]
+    assert rows["**AVG**", "R@1"] == ["**40.00**", "35.00 ± 5.00"]
+    assert "Recall@K (%), text → image" in markdown_tables(text)
+
+
+def test_csv_parses_back_to_the_numbers(two_runs):
+    rows = list(csv.DictReader(io.StringIO(render(build_leaderboard([two_runs]), "csv"))))
+    found = {(r["table"], r["domain"], r["k"], r["column"]): r for r in rows}
+    coop = found["i2t", "AVG", "5", "coop"]
+    assert float(coop["mean"]) == pytest.approx(60) and float(coop["std"]) == pytest.approx(10)
+    assert coop["seeds"] == "1;2;3" and coop["best"] == "true" and coop["column_kind"] == "measured"
+    assert float(coop["ci_low"]) <= 60 <= float(coop["ci_high"])
+    assert found["i2t", "dtd", "1", "zeroshot"]["std"] == ""
+
+
+def test_json_parses_back(two_runs):
+    payload = json.loads(render(build_leaderboard([two_runs]), "json"))
+    assert payload["schema"] == "fdrd-leaderboard" and payload["datasets"] == ["hash-a"]
+    assert payload["models"] == [{"id": "tiny-clip", "revision": "rev-1"}]
+    row = next(r for r in payload["rows"] if (r["section"], r["domain"], r["k"]) == ("i2t", "AVG", 1))
+    assert row["cells"]["coop"]["mean"] == pytest.approx(35) and row["cells"]["coop"]["std"] == pytest.approx(5)
+    assert payload["runs"]["coop"] == {"method": "coop", "seeds": [1, 2, 3], "domains": ["oxford_pets", "dtd"], "files": 6}
+
+
+def test_latex_is_booktabs_with_bold_best_and_escaped_names(two_runs, tmp_path):
+    write_result(two_runs, "clip_adapter", "dtd", 1)
+    text = render(build_leaderboard([two_runs], reported=True), "latex")
+    assert text.count(r"\begin{tabular}") == 1 and r"\toprule" in text and r"\bottomrule" in text
+    assert r"oxford\_pets & R@1 & \textbf{50.00} & 40.77 & +9.23 & \textbf{50.00 $\pm$ 10.00}" in text
+    assert r"$\Delta$ clip\_adapter" in text and r"Recall@K (\%), image $\to$ text" in text
+    assert "_" not in text.replace(r"\_", "")
+
+
+def test_the_command_writes_every_format_and_the_card(two_runs, tmp_path):
+    out = tmp_path / "board"
+    result = CliRunner().invoke(app, ["leaderboard", str(two_runs), "--out", str(out), "--format", "csv"])
+    assert result.exit_code == 0, result.output
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["README.md", "leaderboard.csv", "leaderboard.html", "leaderboard.json", "leaderboard.md", "leaderboard.tex"]
+    assert result.stdout.startswith("table,domain,k,kind,column")
+    assert (out / "README.md").read_text().startswith("---\nviewer: false\n")
+    bad = CliRunner().invoke(app, ["leaderboard", str(two_runs), "--format", "pdf"])
+    assert bad.exit_code != 0 and "md, latex, csv, html, json" in str(bad.exception)
+
+
+def test_the_command_line_formats_are_the_renderers():
+    from benchmark.leaderboard_render import FORMATS
+    from fdrd.cli.leaderboard import FORMATS as CLI_FORMATS
+
+    assert CLI_FORMATS == FORMATS
