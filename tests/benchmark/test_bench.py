@@ -310,3 +310,19 @@ def test_missing_dataset_and_non_clip_model(synthetic_fdrd, tmp_path):
     (bert / "config.json").write_text(json.dumps({"model_type": "bert"}))
     result = invoke("bench", "zeroshot", "--data", synthetic_fdrd, "--model", bert, "--out", tmp_path)
     assert isinstance(result.exception, FdrdError) and "not CLIP-like" in str(result.exception)
+
+
+def test_dcar_ablations_run_every_variant_with_its_dcar_variant(synthetic_fdrd, tiny_clip_dir, first_domain, tmp_path):
+    result = bench(synthetic_fdrd, tiny_clip_dir, tmp_path, "dcar", "--ablations", "--preset", "quick",
+                   "--set", "epochs=1", "--set", "warmup_epochs=0", "--set", "batch_size=12", domain=first_domain)
+    assert result.exit_code == 0, (result.output, result.exception)
+    results = load_results(tmp_path)
+    variants = ["dcar", "dcar-noreweight", "dcar-nonegatives", "dcar-nocatweight", "dcar-novisual", "dcar-shallow"]
+    assert sorted(r["named_variant"] for r in results) == sorted(variants)
+    for written in results:
+        assert written["run_label"].startswith(written["named_variant"] + "+quick+")
+        assert written["dcar_variant"] == "fdrd-toolkit-v1/" + written["named_variant"]
+        assert written["training"]["epochs"] == 1 and written["training"]["steps"] == 2  # 24 shots, batch 12
+        # The image side is prompted: no cache, and training images are augmented as MaPLe's recipe does.
+        assert written["training"]["feature_cache"] is False and written["training"]["augment"] is True
+    assert len({r["run_label"] for r in results}) == len(variants)
