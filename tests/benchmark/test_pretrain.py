@@ -96,10 +96,12 @@ def test_pretrained_test_model_is_above_chance_but_not_perfect(pretrained_tiny_c
     report = json.loads((pretrained_tiny_clip / REPORT_NAME).read_text())
     assert report["last_loss"] < report["first_loss"] - 0.5
     mean = report["zero_shot_test"]["mean"]
+    pairs = round(100 / mean["chance_r1"]) * len(report["zero_shot_test"]["domains"])  # chance R@1 is 1 / gallery
+    chance = mean["chance_r10"] / 100
     for direction in ("i2t", "t2i"):
-        # Above chance on average over K, and room left at R@1 for the methods to improve.
-        above = sum(mean[f"{direction}_r{k}"] - mean[f"chance_r{k}"] for k in (1, 5, 10))
-        assert above > 15, mean
+        # Above chance beyond the noise of this many test pairs (R@10 more than 3 binomial standard errors
+        # of the chance rate above it, whatever the gallery size), and room left at R@1 for the methods.
+        assert mean[f"{direction}_r10"] - mean["chance_r10"] > 3 * 100 * math.sqrt(chance * (1 - chance) / pairs), mean
         assert mean[f"{direction}_r1"] < 80, mean
     backbone = ClipBackbone.from_pretrained(pretrained_tiny_clip)
     assert backbone.revision.startswith("sha256:")
