@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 
 from benchmark.metrics.counting import count_true_per_column, count_true_per_row
+from benchmark.metrics.shards import WHOLE, RowShard
 
 _HASH_ROWS = 4096
 _INTEGER_VIEW = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
@@ -93,6 +94,23 @@ def deduplicated_ranks(
     text_first: torch.Tensor | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact 1-based ranks (image -> text, text -> image) where identical vectors share one score."""
+    image_beaten, text_beaten = deduplicated_counts(
+        image_emb, text_emb, text_to_image, block_size, image_first, text_first, WHOLE
+    )
+    return image_beaten + 1, text_beaten + 1
+
+
+def deduplicated_counts(
+    image_emb: torch.Tensor,
+    text_emb: torch.Tensor,
+    text_to_image: torch.Tensor,
+    block_size: int,
+    image_first: torch.Tensor | None,
+    text_first: torch.Tensor | None,
+    shard: RowShard,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The beaten counts of `shard`'s blocks of distinct image rows (benchmark/metrics/shards.py); every
+    shard finds every positive score (pass 1), and summed over shards the counts are the whole table's."""
     device = image_emb.device
     num_images, num_texts = image_emb.shape[0], text_emb.shape[0]
     image_rows, image_id = _distinct(image_first, num_images, device)
@@ -145,7 +163,7 @@ def deduplicated_ranks(
     captions_by_col, caption_edges = _sorted_ranges(positive_col, col_bounds)
     image_beaten = torch.zeros(num_images, dtype=torch.int64, device=device)
     text_beaten = torch.zeros(num_texts, dtype=torch.int64, device=device)
-    for b in range(len(row_bounds) - 1):
+    for b in shard.blocks(len(row_bounds) - 1):
         row_start, row_stop = row_bounds[b], row_bounds[b + 1]
         weights_b = row_weight[row_start:row_stop]
         rows_unweighted = bool((weights_b == 1).all())
@@ -172,5 +190,6 @@ def deduplicated_ranks(
                 text_beaten.index_add_(0, own, -row_weight[positive_row[own]] * (values >= positive[own]))
                 owners = text_to_image[own]
                 image_beaten.index_add_(0, owners, -(values >= best[owners]).long())
-    text_beaten += row_weight[positive_row] - 1
-    return image_beaten + 1, text_beaten + 1
+    if shard.index == 0:  # the copies of each caption's own image tie with it: counted once, by one shard
+        text_beaten += row_weight[positive_row] - 1
+    return image_beaten, text_beaten

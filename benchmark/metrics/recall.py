@@ -16,7 +16,10 @@ The positives are excluded by index, using the very tile values that were counte
 can never make a positive count against itself. A BLAS rounds by position, so when some embeddings are
 identical the torch backend ranks their distinct vectors instead (benchmark/metrics/deduplicated.py).
 
-Backends compute the two rank vectors; `retrieval_recall` turns ranks into the metrics. The "torch"
+Backends compute the two rank vectors; `retrieval_recall` turns ranks into the metrics. Several processes
+split the work by blocks of image rows (`RowShard`, `positive_rank_counts`): each shard computes the very
+tiles one process computes for its rows, counts them for its images (complete) and for every caption
+(partial), and the integer counts summed over shards give exactly the single-process ranks. The "torch"
 backend runs on any torch device; the "triton" backend (benchmark/metrics/triton_recall.py), a fused
 kernel, is picked by backend="auto" on CUDA devices when Triton is installed. Others register with
 `register_recall_backend`.
@@ -31,7 +34,8 @@ from dataclasses import dataclass, field
 import torch
 
 from benchmark.metrics.counting import count_true_per_column, count_true_per_row
-from benchmark.metrics.deduplicated import deduplicated_ranks, first_occurrences
+from benchmark.metrics.deduplicated import deduplicated_counts, first_occurrences
+from benchmark.metrics.shards import WHOLE, RowShard
 from fdrd.errors import FdrdError
 
 # A tile of 2048 x 2048 float32 scores is 16 MiB (+ 4 MiB per boolean mask): big enough that the GEMM
@@ -41,6 +45,11 @@ DEFAULT_BLOCK_SIZE = 2048
 _FINITE_CHECK_ROWS = 4096
 
 RankFunction = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]
+
+
+# (image embeddings, caption embeddings, caption -> image, block size, shard) -> the shard's
+# (images' beaten counts, captions' beaten counts), int64; ranks are the sums over shards plus one.
+CountFunction = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int, RowShard], tuple[torch.Tensor, torch.Tensor]]
 
 
 @dataclass(frozen=True)
@@ -59,6 +68,8 @@ class RecallBackend:
     input_dtypes: frozenset[torch.dtype] = field(default_factory=lambda: frozenset({torch.float32}))
     # What `available` needs, for the error when it is asked for by name and missing.
     requirement: str = ""
+    # Counts of one row shard, for ranking split over processes; None: the backend ranks in one piece.
+    counts: CountFunction | None = None
 
 
 _BACKENDS: dict[str, RecallBackend] = {}
@@ -110,22 +121,45 @@ def torch_blocked_ranks(
     image_emb: torch.Tensor, text_emb: torch.Tensor, text_to_image: torch.Tensor, block_size: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact ranks of the positives with O((N + M) * D + block^2) memory; duplicates tie."""
+    image_beaten, text_beaten = torch_blocked_counts(image_emb, text_emb, text_to_image, block_size, WHOLE)
+    return image_beaten + 1, text_beaten + 1
+
+
+def torch_blocked_counts(
+    image_emb: torch.Tensor, text_emb: torch.Tensor, text_to_image: torch.Tensor, block_size: int, shard: RowShard
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One row shard's beaten counts of the torch path (every shard takes the same path: the duplicate
+    check looks at the whole tables)."""
     image_first, text_first = first_occurrences(image_emb), first_occurrences(text_emb)
     if image_first is not None or text_first is not None:
-        return deduplicated_ranks(image_emb, text_emb, text_to_image, block_size, image_first, text_first)
-    return distinct_blocked_ranks(image_emb, text_emb, text_to_image, block_size)
+        return deduplicated_counts(image_emb, text_emb, text_to_image, block_size, image_first, text_first, shard)
+    return distinct_blocked_counts(image_emb, text_emb, text_to_image, block_size, shard)
 
 
 def distinct_blocked_ranks(
     image_emb: torch.Tensor, text_emb: torch.Tensor, text_to_image: torch.Tensor, block_size: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact ranks when no two image and no two caption embeddings are identical.
+    """Exact ranks when no two image and no two caption embeddings are identical (distinct_blocked_counts)."""
+    image_beaten, text_beaten = distinct_blocked_counts(image_emb, text_emb, text_to_image, block_size, WHOLE)
+    return image_beaten + 1, text_beaten + 1
+
+
+def distinct_blocked_counts(
+    image_emb: torch.Tensor,
+    text_emb: torch.Tensor,
+    text_to_image: torch.Tensor,
+    block_size: int,
+    shard: RowShard,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Beaten counts when no two image and no two caption embeddings are identical, for the image-row
+    blocks of `shard` (the whole table for WHOLE).
 
     Captions are reordered so that those of image block b form caption block b. The diagonal tile
     (b, b) then holds every positive of both blocks: it is computed first and alone gives the
     thresholds (positive scores) of its images and captions, so the positives are compared against
     the very values they were taken from. Off-diagonal tiles hold no positive at all and are counted
-    plainly. Every tile is computed exactly once.
+    plainly. Every tile is computed exactly once; a shard computes every diagonal tile (the thresholds of
+    all captions) but counts only its own blocks' rows.
     """
     num_images, num_texts = image_emb.shape[0], text_emb.shape[0]
     device = image_emb.device
@@ -159,7 +193,8 @@ def distinct_blocked_ranks(
     image_beaten = torch.zeros(num_images, dtype=torch.int64, device=device)
     text_beaten = torch.zeros(num_texts, dtype=torch.int64, device=device)
 
-    for row_start, row_stop, col_start, col_stop in blocks:
+    mine = shard.blocks(len(blocks))
+    for block, (row_start, row_stop, col_start, col_stop) in enumerate(blocks):
         tile = tile_of(row_start, row_stop, col_start, col_stop)
         local_owner = grouped_owner[col_start:col_stop] - row_start
         own = tile[local_owner, torch.arange(col_stop - col_start, device=device)]
@@ -167,13 +202,15 @@ def distinct_blocked_ranks(
         best = torch.full((row_stop - row_start,), float("-inf"), dtype=torch.float32, device=device)
         best = best.scatter_reduce(0, local_owner, own, reduce="amax")
         image_positive[row_start:row_stop] = best
+        if block not in mine:
+            continue
         # Take back the positives the counts include: each caption's own image (exactly once, its
         # score is its threshold) and, per image, those of its captions that tie its best one.
         image_beaten[row_start:row_stop] += count_true_per_row(at_least(tile, best[:, None]))
         image_beaten[row_start:row_stop].index_add_(0, local_owner, -(own >= best[local_owner]).long())
         text_beaten[col_start:col_stop] += count_true_per_column(at_least(tile, own[None, :])) - 1
 
-    for row_start, row_stop, own_col_start, _ in blocks:
+    for row_start, row_stop, own_col_start, _ in (blocks[block] for block in mine):
         row_threshold = image_positive[row_start:row_stop, None]
         for _, _, col_start, col_stop in blocks:
             if col_start == own_col_start:
@@ -184,13 +221,16 @@ def distinct_blocked_ranks(
                 at_least(tile, text_positive[None, col_start:col_stop])
             )
 
-    text_ranks = torch.empty_like(text_beaten)
-    text_ranks[order] = text_beaten + 1
-    return image_beaten + 1, text_ranks
+    text_counts = torch.empty_like(text_beaten)
+    text_counts[order] = text_beaten
+    return image_beaten, text_counts
 
 
 register_recall_backend(
-    RecallBackend(name="torch", ranks=torch_blocked_ranks, device_types=frozenset({"cpu", "cuda", "mps"}))
+    RecallBackend(
+        name="torch", ranks=torch_blocked_ranks, device_types=frozenset({"cpu", "cuda", "mps"}),
+        counts=torch_blocked_counts,
+    )
 )
 
 
@@ -207,6 +247,14 @@ def _triton_ranks(
     return triton_ranks(image_emb, text_emb, text_to_image, block_size)
 
 
+def _triton_counts(
+    image_emb: torch.Tensor, text_emb: torch.Tensor, text_to_image: torch.Tensor, block_size: int, shard: RowShard
+) -> tuple[torch.Tensor, torch.Tensor]:
+    from benchmark.metrics.triton_recall import triton_counts
+
+    return triton_counts(image_emb, text_emb, text_to_image, block_size, shard=shard)
+
+
 register_recall_backend(
     RecallBackend(
         name="triton",
@@ -216,6 +264,7 @@ register_recall_backend(
         available=_triton_installed,
         input_dtypes=frozenset({torch.float32, torch.bfloat16, torch.float16}),
         requirement="it needs the triton package: pip install triton",
+        counts=_triton_counts,
     )
 )
 
@@ -292,6 +341,32 @@ def positive_ranks(
     block_size: int = DEFAULT_BLOCK_SIZE,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """1-based ranks (image -> text per image, text -> image per caption), after validating the inputs."""
+    chosen, image_emb, text_emb, text_to_image = _prepared(image_emb, text_emb, text_to_image, backend, block_size)
+    return chosen.ranks(image_emb, text_emb, text_to_image, block_size)
+
+
+def positive_rank_counts(
+    image_emb: torch.Tensor,
+    text_emb: torch.Tensor,
+    text_to_image: torch.Tensor | Sequence[int],
+    shard: RowShard,
+    backend: str = "auto",
+    block_size: int = DEFAULT_BLOCK_SIZE,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One row shard's (images' beaten counts, captions' beaten counts), int64: summed over the shards of
+    one count they plus one are exactly positive_ranks' ranks. Every shard takes the whole tables."""
+    chosen, image_emb, text_emb, text_to_image = _prepared(image_emb, text_emb, text_to_image, backend, block_size)
+    if chosen.counts is None:
+        raise FdrdError(f"recall backend {chosen.name!r} cannot rank in shards; rank in one process")
+    return chosen.counts(image_emb, text_emb, text_to_image, block_size, shard)
+
+
+def supports_shards(backend: str, device: torch.device) -> bool:
+    return choose_backend(backend, device).counts is not None
+
+
+def _prepared(image_emb, text_emb, text_to_image, backend: str, block_size: int):
+    """(backend, image, text, owners) validated and in the dtype and layout the backend ranks."""
     if block_size < 1:
         raise FdrdError(f"retrieval_recall: block_size must be positive, got {block_size}")
     text_to_image = torch.as_tensor(text_to_image, device=text_emb.device)
@@ -304,8 +379,7 @@ def positive_ranks(
         dtype = torch.float32
     image_emb = image_emb.detach().to(dtype).contiguous()
     text_emb = text_emb.detach().to(image_emb.device, dtype).contiguous()
-    text_to_image = text_to_image.long().to(image_emb.device)
-    return chosen.ranks(image_emb, text_emb, text_to_image, block_size)
+    return chosen, image_emb, text_emb, text_to_image.long().to(image_emb.device)
 
 
 def retrieval_recall(

@@ -36,6 +36,7 @@ import torch
 import triton
 import triton.language as tl
 
+from benchmark.metrics.shards import WHOLE, RowShard
 from fdrd.errors import FdrdError
 
 # tl.dot needs every tile edge to be at least 16.
@@ -89,6 +90,7 @@ def _recall_tiles(
     text_count_ptr,  # (M,) int32: other images scoring >= the caption's positive
     num_images,
     num_texts,
+    first_image_tile,  # the counting launch covers image tiles first_image_tile .. + image_tiles - 1
     image_tiles,
     num_band_tiles,
     DIM: tl.constexpr,  # the embedding width: fixed per model, so the K loop is known when compiling
@@ -111,7 +113,7 @@ def _recall_tiles(
         per_group = GROUP_M * tl.cdiv(num_texts, BLOCK_N)
         first_m = (pid // per_group) * GROUP_M
         group_size = min(image_tiles - first_m, GROUP_M)
-        tile_m = first_m + (pid % per_group) % group_size
+        tile_m = first_image_tile + first_m + (pid % per_group) % group_size
         tile_n = (pid % per_group) // group_size
     rows = tile_m * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = tile_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -208,6 +210,20 @@ def triton_ranks(
 
     Inputs arrive validated, on one device, both float32, bfloat16 or float16, rows contiguous.
     """
+    image_count, text_count = triton_counts(image_emb, text_emb, text_to_image, block_size, tiles)
+    return image_count + 1, text_count + 1
+
+
+def triton_counts(
+    image_emb: torch.Tensor,
+    text_emb: torch.Tensor,
+    text_to_image: torch.Tensor,
+    block_size: int,
+    tiles: TileConfig | None = None,
+    shard: RowShard = WHOLE,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The beaten counts (int64) of `shard`'s image tiles: the band pass finds every positive score, the
+    counting launch covers only the shard's image tiles (benchmark/metrics/shards.py)."""
     interpreted = interpreting()
     if image_emb.device.type != "cuda" and not interpreted:
         raise FdrdError(
@@ -245,6 +261,7 @@ def triton_ranks(
         num_warps=tiles.num_warps,
         num_stages=tiles.num_stages,
     )
+    own_tiles = shard.blocks(triton.cdiv(num_images, tiles.block_m))
     arguments = (
         image_emb,
         grouped_text,
@@ -257,18 +274,20 @@ def triton_ranks(
         text_count,
         num_images,
         num_texts,
-        triton.cdiv(num_images, tiles.block_m),
+        own_tiles.start,
+        len(own_tiles),
         band.shape[1],
     )
-    grid = triton.cdiv(num_images, tiles.block_m) * triton.cdiv(num_texts, tiles.block_n)
+    grid = len(own_tiles) * triton.cdiv(num_texts, tiles.block_n)
     # Triton launches on the current CUDA device: make it the tensors' one (cuda:1 under a launcher).
     with torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext():
         kernel[(band.shape[1],)](*arguments, FIND_POSITIVES=True, **constants)
         if bool(torch.isnan(positive).any()):  # every caption's tile is in the band: a bug, not bad input
             raise RuntimeError("triton recall: the band pass left a caption without its positive score")
         best = best.scatter_reduce_(0, owner, positive, reduce="amax", include_self=False)
-        kernel[(grid,)](*arguments, FIND_POSITIVES=False, **constants)
+        if grid:
+            kernel[(grid,)](*arguments, FIND_POSITIVES=False, **constants)
 
-    text_ranks = torch.empty(num_texts, dtype=torch.int64, device=device)
-    text_ranks[order] = text_count.to(torch.int64) + 1
-    return image_count.to(torch.int64) + 1, text_ranks
+    text_counts = torch.empty(num_texts, dtype=torch.int64, device=device)
+    text_counts[order] = text_count.to(torch.int64)
+    return image_count.to(torch.int64), text_counts
