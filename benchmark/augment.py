@@ -5,7 +5,8 @@ torchvision cannot be installed beside the local CPU torch wheel, so `random_res
 torchvision's `RandomResizedCrop.get_params` step by step (area scale (0.08, 1), aspect ratio (3/4, 4/3)
 drawn log-uniformly, 10 tries, then a centre crop clamped to the ratio range), and the crop is resized
 with PIL's bicubic filter (Dassl's `INPUT.INTERPOLATION: bicubic` in both recipes). Every draw comes
-from a `random.Random` the caller passes, so a batch's views are reproducible from its seed.
+from a `random.Random` the caller passes, one per image, so a view depends on its image's stream alone
+(benchmark/data.py keys it by seed, epoch and record), not on the batch or the process that makes it.
 """
 
 from __future__ import annotations
@@ -78,7 +79,9 @@ def normalized_pixels(views: Sequence[Image.Image], image_processor) -> torch.Te
     return (pixels - mean) / std
 
 
-def augmented_pixels(images: Sequence[Image.Image], backbone, rng: random.Random) -> torch.Tensor:
-    """Training views of `images` at the model's input size, as the backbone's tower expects them."""
+def augmented_pixels(images: Sequence[Image.Image], backbone, rngs: Sequence[random.Random]) -> torch.Tensor:
+    """Training views of `images` (image k drawn from rngs[k]) at the model's input size, as the backbone's
+    tower expects them."""
     size = backbone.image_size
-    return normalized_pixels([augment_image(image, size, rng) for image in images], backbone.image_processor)
+    views = [augment_image(image, size, rng) for image, rng in zip(images, rngs, strict=True)]
+    return normalized_pixels(views, backbone.image_processor)

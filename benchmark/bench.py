@@ -6,6 +6,10 @@ results file (schema v2, benchmark/results.py) under the run label.
 The model is loaded once per call; a method is built fresh per (domain, seed) after seeding every
 generator, so runs are reproducible and independent of their order. Methods whose image side is
 frozen and prompt-free share one feature cache for the whole call (every image is encoded once).
+
+With --gpus N / --procs N (benchmark/distributed.py) this runs in every rank: the work of each step is split
+(training, feature cache, evaluation), every rank holds the same results, and rank 0 alone prints, writes
+checkpoints and writes results files.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import Any
 import torch
 from rich.console import Console
 
+from benchmark import collectives
 from benchmark.backbone import DEFAULT_MODEL
 from benchmark.data import (
     TEST_SPLIT,
@@ -34,10 +39,14 @@ from benchmark.data import (
     load_split,
     sample_few_shot,
 )
+from benchmark.distributed import LaunchOptions, Session, check_launch, worker_session
+from benchmark.evaluation import evaluate, hard_negative_report, precision_for
 from benchmark.feature_cache import FeatureCache
+from benchmark.loader import default_workers
 from benchmark.methods.base import RunSpec, config_notes, get_method, resolve_run
 from benchmark.metrics.bootstrap import DEFAULT_LEVEL, DEFAULT_RESAMPLES, recall_intervals
 from benchmark.metrics.recall import choose_backend
+from benchmark.progress import progress_bar
 from benchmark.results import (
     ITEM_INTERVALS,
     SCHEMA_NAME,
@@ -46,7 +55,7 @@ from benchmark.results import (
     result_path,
     write_result,
 )
-from benchmark.train import evaluate, hard_negative_report, precision_for, seed_everything, train
+from benchmark.train import seed_everything, train
 from fdrd.errors import FdrdError
 
 PACKAGES = ("fdrd", "torch", "transformers", "datasets", "tokenizers", "safetensors", "numpy", "pyarrow", "pillow")
@@ -71,6 +80,8 @@ class BenchOptions:
     feature_cache_dir: Path | None = None
     eval_batch_size: int = 256
     recall_backend: str = "auto"
+    workers: int | None = None  # loader worker processes per rank; None: benchmark.loader.default_workers
+    launch: LaunchOptions = field(default_factory=LaunchOptions)  # --gpus/--procs and the rendezvous
 
 
 def resolve_device(name: str) -> torch.device:
@@ -148,31 +159,54 @@ class RunContext:
     versions: dict[str, str]
     git: dict[str, Any]
     device_info: dict[str, Any]
+    workers: int
+    session: Session
 
 
 def run_bench(options: BenchOptions, console: Console | None = None) -> list[dict[str, Any]]:
-    """Run every (configuration, domain, seed) of `options`; returns the results written, in run order."""
-    from benchmark.backbone import ClipBackbone
-
+    """Run every (configuration, domain, seed) of `options`; returns the results written, in run order (on
+    ranks other than 0 of a distributed run: an empty list, rank 0 writes)."""
     console = console or Console(quiet=True)
-    specs = run_specs(options)
     if not options.seeds:
         raise FdrdError("--seeds: give at least one seed, e.g. --seeds 1,2,3")
     if options.eval_batch_size < 1:
         raise FdrdError(f"--eval-batch-size must be at least 1, got {options.eval_batch_size}")
+    if options.workers is not None and options.workers < 0:
+        raise FdrdError(f"--workers must be 0 (decode in the main process) or more, got {options.workers}")
+    check_launch(options.launch, options.device)
+    if options.launch.procs:
+        device = torch.device("cpu")
+    elif options.launch.gpus:
+        device = torch.device("cuda")  # the session picks cuda:LOCAL_RANK
+    else:
+        device = resolve_device(options.device)
+    with worker_session(options.launch, device) as session:
+        return _run_bench(options, session, console if session.rank == 0 else Console(quiet=True))
+
+
+def _run_bench(options: BenchOptions, session: Session, console: Console) -> list[dict[str, Any]]:
+    from benchmark.backbone import ClipBackbone
+
+    specs = run_specs(options)
     manifest = check_data_dir(options.data)
     known = available_domains(options.data)
     domains = options.domains or known
     unknown = [domain for domain in domains if domain not in known and domain != "all"]
     if unknown:
         raise FdrdError(f"{options.data}: no domain {', '.join(map(repr, unknown))}; available domains: {', '.join(known)}")
-    device = resolve_device(options.device)
+    device = session.device
     backend = choose_backend(options.recall_backend, device).name
     backbone = ClipBackbone.from_pretrained(options.model, device=device)
     trains = {spec.label: trains_anything(spec, backbone) for spec in specs}
+    workers = options.workers if options.workers is not None else default_workers(session.local_world_size)
+    for spec in specs:
+        if trains[spec.label] and spec.config.batch_size < session.world_size:
+            console.print(f"[yellow]warning:[/] {spec.label}: a batch of {spec.config.batch_size} records leaves "
+                          f"{session.world_size - spec.config.batch_size} of {session.world_size} ranks idle at every "
+                          "step (the batch size is global: it is the recipe's, whatever the number of ranks)")
     context = RunContext(
         options, backbone, device, precision_for(device), FeatureCache(options.feature_cache_dir), manifest,
-        backend, console, package_versions(), git_state(), device_description(device),
+        backend, console, package_versions(), git_state(), device_description(device), workers, session,
     )
     splits: dict[tuple[str, str], Any] = {}
 
@@ -186,6 +220,8 @@ def run_bench(options: BenchOptions, console: Console | None = None) -> list[dic
         for domain in domains:
             for seed in options.seeds:
                 result = run_one(context, spec, trains[spec.label], domain, seed, split)
+                if result is None:  # a rank other than 0: rank 0 writes
+                    continue
                 path = write_result(options.out, result)
                 low, high = result["intervals"]["mean_recall"]
                 console.print(
@@ -194,7 +230,7 @@ def run_bench(options: BenchOptions, console: Console | None = None) -> list[dic
                     highlight=False,
                 )
                 results.append(result)
-    if not results:
+    if not results and collectives.is_main():
         raise FdrdError("nothing was run; give at least one domain and seed")
     return results
 
@@ -213,9 +249,11 @@ def trains_anything(spec: RunSpec, backbone) -> bool:
     return trainable
 
 
-def run_one(context: RunContext, spec: RunSpec, trains: bool, domain: str, seed: int, split) -> dict[str, Any]:
+def run_one(
+    context: RunContext, spec: RunSpec, trains: bool, domain: str, seed: int, split
+) -> dict[str, Any] | None:
     """Sample, train (if the configuration trains) and evaluate one (configuration, domain, seed); the
-    results record it makes."""
+    results record it makes (None on ranks other than 0, which share the work and write nothing)."""
     options, device = context.options, context.device
     config, shots, shots_record = spec.config, None, None
     if trains:
@@ -238,11 +276,12 @@ def run_one(context: RunContext, spec: RunSpec, trains: bool, domain: str, seed:
         # (e.g. DCAR's negatives and teacher features).
         train_batches = SplitBatches(shots, method, features, training=True)
         checkpoint_dir = result_path(options.out, spec.label, domain, seed).with_suffix(".ckpt")
-        if not options.resume:
+        if not options.resume and collectives.is_main():
             shutil.rmtree(checkpoint_dir, ignore_errors=True)  # a fresh run never mixes with an old one
         train_report = train(
             method, train_batches, seed=seed, device=device, checkpoint_dir=checkpoint_dir, resume=options.resume,
             fingerprint_extra={"run": run_description(spec), "shots": shots_record}, console=context.console,
+            workers=context.workers,
         )
     test_split = split(domain, TEST_SPLIT)
     began = time.perf_counter()
@@ -253,12 +292,14 @@ def run_one(context: RunContext, spec: RunSpec, trains: bool, domain: str, seed:
     test_batches = SplitBatches(test_split, method, test_features)
     evaluation = evaluate(
         method, test_batches, device=device, batch_size=options.eval_batch_size, backend=context.backend,
-        console=context.console,
+        console=context.console, workers=context.workers,
     )
     hard_negatives = hard_negative_report(
         method, test_split["caption"], test_split["negatives"], evaluation.image_embeddings, device=device,
         batch_size=options.eval_batch_size, console=context.console,
     )
+    if not collectives.is_main():
+        return None
     intervals = recall_intervals([[(evaluation.image_ranks, evaluation.text_ranks)]], DEFAULT_RESAMPLES, DEFAULT_LEVEL)
     return {
         "schema": SCHEMA_NAME,
@@ -314,6 +355,7 @@ def run_one(context: RunContext, spec: RunSpec, trains: bool, domain: str, seed:
         "git": context.git,
         "versions": context.versions,
         "device": context.device_info,
+        "distributed": context.session.describe(context.workers),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 
@@ -344,10 +386,9 @@ def drawn_shots(categories: list[str], requested: int | None, allow_fewer: bool)
 
 
 def cached_features(context: RunContext, method, split, what: str) -> torch.Tensor:
-    from benchmark.train import progress_bar
-
     with progress_bar(context.console) as progress:
         return context.cache.features(
             method, split, device=context.device, batch_size=context.options.eval_batch_size,
             precision=context.precision, progress=progress, description=f"{what} image features",
+            workers=context.workers,
         )

@@ -154,16 +154,27 @@ class Captions:
     attention_mask: torch.Tensor
     truncated: torch.Tensor
 
-    def batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Rows `indices`, trimmed to the batch's longest caption as a per-batch tokenization would be."""
+    def batch(self, indices: torch.Tensor, length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rows `indices`, trimmed to the batch's longest caption as a per-batch tokenization would be, or to
+        `length` (a global batch's longest, when a rank holds part of it)."""
         mask = self.attention_mask[indices]
-        length = int(mask.sum(1).max())
+        if length is None:
+            length = int(mask.sum(1).max())
         return self.input_ids[indices, :length], mask[:, :length]
+
+    def longest(self, indices: Sequence[int] | torch.Tensor) -> int:
+        return int(self.attention_mask[torch.as_tensor(indices, dtype=torch.long)].sum(1).max())
 
 
 def tokenize_captions(method, captions: Sequence[str]) -> Captions:
     tokens = method.tokenize(list(captions))
     return Captions(tokens["input_ids"], tokens["attention_mask"], tokens["truncated"].bool())
+
+
+def keyed_random(purpose: str, key: str, record_id: str) -> random.Random:
+    """The stream of one record's draws for one purpose in one epoch (`key` names the seed and epoch): a
+    record's crops, negatives and coin flips never depend on its batch, its rank or the worker making it."""
+    return random.Random(f"{purpose}:{key}:{record_id}")
 
 
 class SplitBatches:
@@ -177,11 +188,16 @@ class SplitBatches:
     `m` negative captions per record (benchmark/negatives.py) as `negative_input_ids` /
     `negative_attention_mask` (B*m rows, record-major), `negative_category_id` (B, m; -1 for a category
     the split does not have), `negative_kind` (B, m; 0 category, 1 attribute, -1 empty slot),
-    `negative_mask` (B, m; a real negative) and `negative_texts`; and `teacher_image_features` (B, D),
-    frozen prompt-free features of the original image (all records computed once, at the first batch) or
-    of the augmented view.
-    Each training batch draws one number from torch's global generator (seeded by the trainer, restored by
-    its checkpoints) and derives its crops and negative draws from it, so a resumed run sees the same views.
+    `negative_mask` (B, m; a real negative) and `negative_texts`; `record_uniform` (B,), one uniform number
+    per record for a method's per-record coin flips; and `teacher_image_features` (B, D), frozen prompt-free
+    features of the original image (all records computed once, `prepare`) or of the augmented view.
+
+    A batch is made in two halves: `cpu_batch` (no model: slicing, decoding, augmenting, negatives; what a
+    loader worker runs, benchmark/loader.py) and `to_device` (the move, and teacher features from the model).
+    Every random draw of a record comes from `keyed_random(purpose, key, record id)`: the trainer's key names
+    the seed and the epoch, so a batch is the same in any process, with any number of workers, after a
+    resume, and a record's draws do not depend on which records share its batch. Without a key (a batch made
+    by hand) one number is drawn from torch's global generator as the key.
     """
 
     def __init__(self, dataset, method, image_features: torch.Tensor | None = None, *, training: bool = False):
@@ -205,6 +221,7 @@ class SplitBatches:
         if needs is not None and needs.negatives:
             self.negatives = NegativeSampler.from_dataset(dataset, needs.negatives)
             self.category_id_of = dict(zip(dataset["category"], dataset["category_id"], strict=True))
+        self.record_uniform = bool(needs and needs.record_uniform)
         self.teacher_view = needs.teacher_features if needs else None
         self._teacher_original: torch.Tensor | None = None
 
@@ -215,36 +232,66 @@ class SplitBatches:
     def truncated_count(self) -> int:
         return int(self.captions.truncated.sum())
 
-    def batch(self, indices: Sequence[int] | torch.Tensor, device: torch.device | str = "cpu") -> dict[str, Any]:
+    @property
+    def decodes(self) -> bool:
+        """Whether making a batch does work worth a loader worker: decoding images or drawing negatives."""
+        return self.image_features is None or self.negatives is not None
+
+    @property
+    def _keyed(self) -> bool:
+        return self.augment or self.negatives is not None or self.record_uniform
+
+    def batch(
+        self, indices: Sequence[int] | torch.Tensor, device: torch.device | str = "cpu", key: str | None = None
+    ) -> dict[str, Any]:
+        return self.to_device(self.cpu_batch(indices, key), device)
+
+    def cpu_batch(
+        self, indices: Sequence[int] | torch.Tensor, key: str | None = None, length: int | None = None
+    ) -> dict[str, Any]:
+        """The half of a batch that needs no model, on the CPU (`length`: pad captions to it)."""
         indices = torch.as_tensor(indices, dtype=torch.long)
         rows = indices.tolist()
-        input_ids, attention_mask = self.captions.batch(indices)
+        if key is None and self._keyed:
+            key = str(int(torch.randint(0, 2**62, (1,)).item()))
+        input_ids, attention_mask = self.captions.batch(indices, length)
+        ids = [self.ids[i] for i in rows]
         batch: dict[str, Any] = {
-            "ids": [self.ids[i] for i in rows],
-            "input_ids": input_ids.to(device),
-            "attention_mask": attention_mask.to(device),
-            "category_id": self.category_ids[indices].to(device),
+            "ids": ids,
+            "rows": indices,
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "category_id": self.category_ids[indices],
         }
-        draw = None
-        if self.augment or self.negatives is not None:
-            draw = int(torch.randint(0, 2**62, (1,)).item())
         if self.image_features is not None:
-            batch["image_features"] = self.image_features[indices].to(device)
+            batch["image_features"] = self.image_features[indices]
         elif self.augment:
             images = self.dataset.select_columns(["image"])[rows]["image"]
-            views = augmented_pixels(images, self.method.backbone, random.Random(f"augment:{draw}"))
-            batch["pixel_values"] = views.to(device)
+            streams = [keyed_random("augment", key, record_id) for record_id in ids]
+            batch["pixel_values"] = augmented_pixels(images, self.method.backbone, streams)
         else:
-            batch["pixel_values"] = pixel_values(self.method, self.dataset, rows).to(device)
+            batch["pixel_values"] = pixel_values(self.method, self.dataset, rows)
         if self.negatives is not None:
-            batch.update(self._negatives(rows, random.Random(f"negatives:{draw}"), device))
-        if self.teacher_view is not None:
-            batch["teacher_image_features"] = self._teacher_features(rows, batch, device)
+            batch.update(self._negatives(rows, [keyed_random("negatives", key, record_id) for record_id in ids]))
+        if self.record_uniform:
+            draws = [keyed_random("record", key, record_id).random() for record_id in ids]
+            batch["record_uniform"] = torch.tensor(draws, dtype=torch.float64)
         return batch
 
-    def _negatives(self, rows: list[int], rng: random.Random, device) -> dict[str, Any]:
+    def to_device(self, batch: dict[str, Any], device: torch.device | str) -> dict[str, Any]:
+        """`batch` (from cpu_batch) on `device` (asynchronously from pinned memory), with teacher features."""
+        device = torch.device(device)
+        moved = {
+            name: value.to(device, non_blocking=True) if isinstance(value, torch.Tensor) else value
+            for name, value in batch.items()
+        }
+        if self.teacher_view is not None:
+            moved["teacher_image_features"] = self._teacher_features(batch["rows"].tolist(), moved, device)
+        return moved
+
+    def _negatives(self, rows: list[int], streams: list[random.Random]) -> dict[str, Any]:
         m = self.negatives.m
-        drawn = [self.negatives.draw(row, rng) for row in rows]
+        drawn = [self.negatives.draw(row, stream) for row, stream in zip(rows, streams, strict=True)]
         empty = [m - len(found) for found in drawn]
         texts = [[n.text for n in found] + [""] * gap for found, gap in zip(drawn, empty, strict=True)]
         kinds = [[KINDS.index(n.kind) for n in found] + [-1] * gap for found, gap in zip(drawn, empty, strict=True)]
@@ -254,12 +301,29 @@ class SplitBatches:
         kind_ids = torch.tensor(kinds, dtype=torch.long).view(len(rows), m)
         return {
             "negative_texts": texts,
-            "negative_input_ids": tokens["input_ids"].to(device),
-            "negative_attention_mask": tokens["attention_mask"].to(device),
-            "negative_category_id": torch.tensor(categories, dtype=torch.long).view(len(rows), m).to(device),
-            "negative_kind": kind_ids.to(device),
-            "negative_mask": (kind_ids >= 0).to(device),
+            "negative_input_ids": tokens["input_ids"],
+            "negative_attention_mask": tokens["attention_mask"],
+            "negative_category_id": torch.tensor(categories, dtype=torch.long).view(len(rows), m),
+            "negative_kind": kind_ids,
+            "negative_mask": kind_ids >= 0,
         }
+
+    def prepare(self, device: torch.device | str, workers: int = 0) -> None:
+        """Compute what every batch shares before the first one (the teacher's features of the original
+        images), split over the ranks of a distributed run."""
+        if self._needs_original_teacher and self._teacher_original is None:
+            from benchmark.feature_cache import encode_frozen
+
+            self._teacher_original = encode_frozen(
+                self.method, self.dataset, list(range(len(self))), device=torch.device(device), chunk=TEACHER_CHUNK,
+                precision=None, workers=workers,
+            )
+
+    @property
+    def _needs_original_teacher(self) -> bool:
+        return self.teacher_view is not None and self.image_features is None and not (
+            self.teacher_view == "augmented" and self.augment
+        )
 
     @torch.no_grad()
     def _teacher_features(self, rows: list[int], batch: dict[str, Any], device) -> torch.Tensor:
@@ -269,15 +333,9 @@ class SplitBatches:
             return batch["image_features"].float()
         if self.teacher_view == "augmented" and self.augment:
             return self.method.frozen_image_features(batch["pixel_values"]).float()
-        if self._teacher_original is None:
-            # Every record once, in record order and fixed chunks: a feature never depends on which records
-            # shared its batch, so a resumed run gets the same bits as an uninterrupted one.
-            chunks = []
-            for start in range(0, len(self), TEACHER_CHUNK):
-                chunk = list(range(start, min(start + TEACHER_CHUNK, len(self))))
-                pixels = pixel_values(self.method, self.dataset, chunk).to(device)
-                chunks.append(self.method.frozen_image_features(pixels).float().cpu())
-            self._teacher_original = torch.cat(chunks)
+        # Every record once, in record order and fixed chunks: a feature never depends on which records
+        # shared its batch, so a resumed run gets the same bits as an uninterrupted one.
+        self.prepare(device)
         return self._teacher_original[rows].to(device)
 
     def sequential(self, batch_size: int, device: torch.device | str = "cpu") -> Iterator[dict[str, Any]]:

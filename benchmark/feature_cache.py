@@ -9,17 +9,24 @@ Features are keyed by record id and by a cache key naming everything that decide
 revision (content hash of its folder, or Hub commit), the method's `frozen_image_features`
 implementation, and the precision they were computed in. Kept in memory; optionally also written to
 a directory as safetensors (one file per set of records) so later runs skip the encoding.
+
+Under several ranks the missing images are encoded once in all: chunks dealt round robin over the ranks
+(each chunk exactly as one process encodes it), the features gathered on every rank, the file written
+by rank 0. Images are decoded by loader workers (benchmark/loader.py).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from pathlib import Path
 
 import torch
-from rich.progress import Progress
+from rich.progress import Progress, TaskID
 
+from benchmark import collectives
+from benchmark.loader import planned_batches
 from fdrd.errors import FdrdError
 from fdrd.untrusted import parse_json
 
@@ -48,10 +55,9 @@ class FeatureCache:
         precision: str,
         progress: Progress | None = None,
         description: str = "image features",
+        workers: int = 0,
     ) -> torch.Tensor:
         """(len(dataset), D) float32 features on the CPU, in dataset order; encodes only what is missing."""
-        from benchmark.data import pixel_values
-
         if not method.frozen_prompt_free_images:
             raise ValueError(f"{method.name}: its image side is trainable or prompted; features cannot be cached")
         key = cache_key(method, precision)
@@ -61,19 +67,17 @@ class FeatureCache:
         if disk_file is not None and disk_file.is_file() and any(i not in store for i in ids):
             store.update(self._load(disk_file, key))
         missing = [index for index, record_id in enumerate(ids) if record_id not in store]
+        if collectives.world_size() > 1 and collectives.global_total(len(missing)) != len(missing) * collectives.world_size():
+            raise FdrdError(f"feature cache: the ranks disagree on which of {len(ids)} images to encode (a cache file "
+                            "changed during the run?); rerun")
         if missing:
             task = progress.add_task(description, total=len(missing), status="") if progress is not None else None
-            for start in range(0, len(missing), batch_size):
-                chunk = missing[start : start + batch_size]
-                pixels = pixel_values(method, dataset, chunk).to(device)
-                with torch.inference_mode(), autocast_for(device, precision):
-                    encoded = method.frozen_image_features(pixels).float().cpu()
-                for row, index in enumerate(chunk):
-                    store[ids[index]] = encoded[row]
-                self.encoded += len(chunk)
-                if task is not None:
-                    progress.advance(task, len(chunk))
-            if disk_file is not None:
+            encoded = encode_frozen(method, dataset, missing, device=device, chunk=batch_size, precision=precision,
+                                    workers=workers, progress=progress, task=task)
+            for row, index in enumerate(missing):
+                store[ids[index]] = encoded[row]
+            self.encoded += len(missing)
+            if disk_file is not None and collectives.is_main():
                 self._save(disk_file, key, ids, store)
         return torch.stack([store[record_id] for record_id in ids])
 
@@ -109,6 +113,39 @@ class FeatureCache:
         if metadata.get("key") != key or len(ids) != features.shape[0]:
             raise FdrdError(f"{path}: feature cache file does not match its name (key or row count); delete it")
         return {record_id: features[row] for row, record_id in enumerate(ids)}
+
+
+def encode_frozen(
+    method,
+    dataset,
+    indices: list[int],
+    *,
+    device: torch.device,
+    chunk: int,
+    precision: str | None,
+    workers: int = 0,
+    progress: Progress | None = None,
+    task: TaskID | None = None,
+) -> torch.Tensor:
+    """`method.frozen_image_features` of the dataset rows `indices`, float32 on the CPU, in that order: in
+    chunks of `chunk` rows dealt round robin over the ranks (each computed by one rank, exactly as one process
+    computes it), then gathered. `precision` None: no autocast."""
+    from benchmark.data import pixel_values
+
+    chunks = [indices[start : start + chunk] for start in range(0, len(indices), chunk)]
+    mine = collectives.my_chunks(len(chunks))
+    decode = functools.partial(pixel_values, method, dataset)
+    encoded = []
+    pixel_batches = planned_batches(decode, [(chunks[c],) for c in mine], workers=workers, device=device)
+    for pixels in pixel_batches:
+        with torch.inference_mode(), autocast_for(device, precision or "fp32"):
+            encoded.append(method.frozen_image_features(pixels.to(device, non_blocking=True)).float().cpu())
+        if progress is not None and task is not None:
+            progress.advance(task, encoded[-1].shape[0])
+    gathered = collectives.gather_chunks(encoded, [len(rows) for rows in chunks])
+    if progress is not None and task is not None:
+        progress.update(task, completed=len(indices))  # the other ranks' chunks arrived
+    return gathered
 
 
 def autocast_for(device: torch.device, precision: str):

@@ -77,7 +77,11 @@ class TokenWeightHead(nn.Module):
         return blend(mean_one(self.raw(token_states), content), content, beta)
 
 
-def head_regression_loss(student: torch.Tensor, teacher: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
-    """Mean squared error between student and teacher weights over content tokens (0 when there are none)."""
+def head_regression_loss(
+    student: torch.Tensor, teacher: torch.Tensor, content: torch.Tensor, total: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean squared error between student and teacher weights over content tokens (0 when there are none);
+    `total`: the content tokens to divide by when these are part of a larger batch (another rank's too)."""
     squared = (student.float() - teacher.float()) ** 2 * content
-    return squared.sum() / content.sum().clamp(min=1)
+    count = content.sum() if total is None else total
+    return squared.sum() / count.to(squared.device, squared.dtype).clamp(min=1)

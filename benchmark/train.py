@@ -1,11 +1,20 @@
-"""The trainer: few-shot training of a method's trainable parameters, and evaluation by recall@K.
+"""The trainer: few-shot training of a method's trainable parameters.
 
-Single process (a later distributed.py wraps it). What it does per step: a batch in this epoch's
-seeded order, the method's loss under bf16 autocast on GPU (fp32 master weights; fp32 on CPU), a
-NaN/inf guard, gradient clipping, an SGD-momentum or AdamW step, and the learning rate of a constant
-warm-up followed by a per-step cosine decay. After every epoch a checkpoint (trainable parameters +
-optimizer, scheduler, RNG and data order); `resume=True` continues from the last one and gives
-bit-identical parameters to an uninterrupted run on CPU.
+What it does per step: a global batch of `batch_size` records in this epoch's seeded order, the method's
+loss under bf16 autocast on GPU (fp32 master weights; fp32 on CPU), a NaN/inf guard, gradient clipping,
+an SGD-momentum or AdamW step, and the learning rate of a constant warm-up followed by a per-step cosine
+decay. After every epoch a checkpoint (trainable parameters + optimizer, scheduler, RNG and data order);
+`resume=True` continues from the last one and gives bit-identical parameters to an uninterrupted run on
+CPU.
+
+Under several ranks (benchmark/distributed.py) the global batch of a step is the same records as on one
+process; rank r takes its contiguous slice (benchmark/collectives.py `shard_rows`), the loss terms are its
+shares of the global ones (in-batch negatives gathered across ranks), and the trainable gradients (only
+those: the frozen backbone is never synchronised) are summed over ranks in one bucketed all-reduce, so
+every rank takes the single-process step. Rank 0 alone writes checkpoints; they hold the trainable
+parameters of that one state, so a run resumes under any number of ranks. Batches are built by loader
+workers (benchmark/loader.py); every random draw is keyed by (seed, epoch, record), so the number of
+workers or ranks never changes a batch. Evaluation is in benchmark/evaluation.py.
 """
 
 from __future__ import annotations
@@ -21,8 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from benchmark import collectives
 from benchmark.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
@@ -30,11 +39,12 @@ from benchmark.checkpoint import (
     run_fingerprint,
     save_checkpoint,
 )
-from benchmark.data import SplitBatches, tokenize_captions
+from benchmark.data import SplitBatches
+from benchmark.distributed import inject_fault
+from benchmark.evaluation import precision_for
 from benchmark.feature_cache import autocast_for
-from benchmark.metrics import positive_ranks, recall_from_ranks
-from benchmark.metrics.hard_negatives import flatten_negatives, hard_negative_accuracy
-from benchmark.metrics.recall import choose_backend
+from benchmark.loader import planned_batches
+from benchmark.progress import progress_bar
 from fdrd.errors import FdrdError
 
 
@@ -43,11 +53,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def precision_for(device: torch.device) -> str:
-    """bf16 autocast on CUDA (what the recipes use), fp32 elsewhere (CPU bf16 is slow and inexact)."""
-    return "bf16" if device.type == "cuda" else "fp32"
 
 
 def epoch_order(seed: int, epoch: int, size: int) -> torch.Tensor:
@@ -95,19 +100,6 @@ class TrainReport:
     skipped: str | None = None  # why nothing was trained, when nothing was
 
 
-def progress_bar(console: Console | None) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[status]}"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-        disable=console is None or console.quiet,
-    )
-
-
 def train(
     method,
     batches: SplitBatches,
@@ -119,11 +111,13 @@ def train(
     fingerprint_extra: dict[str, Any] | None = None,
     stop_after_epochs: int | None = None,
     console: Console | None = None,
+    workers: int = 0,
 ) -> TrainReport:
     """Train `method` in place on `batches`; returns what happened (epochs, steps, losses, speed).
 
     `stop_after_epochs` ends this call early (a job with a time limit); the schedule still spans
-    `config.epochs`, and a later call with `resume=True` finishes the run as if never stopped.
+    `config.epochs`, and a later call with `resume=True` finishes the run as if never stopped. `workers`:
+    loader worker processes building batches (0: the main process).
     """
     config = method.config
     parameters = method.trainable_parameters()
@@ -170,77 +164,76 @@ def train(
 
     report = TrainReport()
     start_epoch = 0
-    if resume and latest_checkpoint(checkpoint_dir) is not None:
-        state = load_checkpoint(checkpoint_dir, fingerprint, method)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        restore_rng_state(state["rng"])
-        start_epoch = state["epoch"]
-        report.loss_per_epoch = list(state["loss_per_epoch"])
-        report.resumed_from_epoch = start_epoch
+    if resume:
+        # Rank 0 reads and checks the checkpoint; the others take its state, and its parameters below.
+        state = collectives.from_rank_zero(lambda: resume_state(checkpoint_dir, fingerprint, method))
+        if state is not None:
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            restore_rng_state(state["rng"])
+            start_epoch = state["epoch"]
+            report.loss_per_epoch = list(state["loss_per_epoch"])
+            report.resumed_from_epoch = start_epoch
     report.steps = start_epoch * steps_per_epoch
+    collectives.broadcast_parameters(parameters)  # one starting state on every rank
+
+    last_epoch = config.epochs if stop_after_epochs is None else min(config.epochs, stop_after_epochs)
+    steps = step_plan(seed, len(batches), config.batch_size, steps_per_epoch, start_epoch, last_epoch)
+    ranks, me = collectives.world_size(), collectives.rank()
+    collectives.prepare_step_groups({len(step.records) for step in steps})
+    batches.prepare(device, workers)
+    # This rank's records of each step, padded to the global batch's longest caption (as one process pads).
+    mine = [(shard, f"{seed}:{step.epoch}", batches.captions.longest(step.records))
+            for step in steps if (shard := collectives.shard_rows(step.records, me, ranks))]
+    loader = planned_batches(batches.cpu_batch, mine, workers=workers if batches.decodes else 0, device=device)
 
     precision = precision_for(device)
     method.train()
     began = time.perf_counter()
     images_seen = 0
+    epoch_losses: list[float] = []
     with progress_bar(console) as progress:
-        task = progress.add_task(
-            f"{method.name} train", total=total_steps, completed=report.steps, status=""
-        )
-        last_epoch = config.epochs if stop_after_epochs is None else min(config.epochs, stop_after_epochs)
-        for epoch in range(start_epoch, last_epoch):
-            order = epoch_order(seed, epoch, len(batches))
-            epoch_losses = []
-            for step_in_epoch in range(steps_per_epoch):
-                indices = order[step_in_epoch * config.batch_size : (step_in_epoch + 1) * config.batch_size]
-                batch = batches.batch(indices, device)
-                with autocast_for(device, precision):
-                    losses = method.loss(batch)
-                loss = losses["loss"]
-                if not bool(torch.isfinite(loss)):
-                    raise FdrdError(
-                        f"{method.name}: loss is not finite at epoch {epoch + 1}, step {step_in_epoch + 1} "
-                        f"(global step {report.steps + 1}): {describe_losses(losses)}; "
-                        f"lower the learning rate (--set lr=...) or check the data"
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                loss.float().backward()
-                if config.grad_clip > 0:
-                    norm = torch.nn.utils.clip_grad_norm_(parameters, config.grad_clip)
-                    if not bool(torch.isfinite(norm)):
-                        raise FdrdError(
-                            f"{method.name}: gradient norm is {float(norm)} at epoch {epoch + 1}, step "
-                            f"{step_in_epoch + 1} (global step {report.steps + 1}), loss {float(loss):.4g}; "
-                            "lower the learning rate (--set lr=...)"
-                        )
-                optimizer.step()
-                scheduler.step()
-                report.steps += 1
-                images_seen += len(indices)
-                epoch_losses.append(float(loss.detach()))
-                elapsed = time.perf_counter() - began
-                progress.update(
-                    task,
-                    advance=1,
-                    status=f"epoch {epoch + 1}/{config.epochs} loss {epoch_losses[-1]:.4f} "
-                    f"{images_seen / max(elapsed, 1e-9):.1f} img/s",
-                )
+        task = progress.add_task(f"{method.name} train", total=total_steps, completed=report.steps, status="")
+        for position, step in enumerate(steps):
+            inject_fault(report.steps + 1)
+            optimizer.zero_grad(set_to_none=True)
+            losses: dict[str, torch.Tensor] = {}
+            if me < len(step.records):  # ranks beyond a batch smaller than the world hold no record this step
+                batch = batches.to_device(next(loader), device)
+                with collectives.step_group(min(ranks, len(step.records))):
+                    with autocast_for(device, precision):
+                        losses = method.loss(batch)
+                    if losses["loss"].requires_grad:
+                        losses["loss"].float().backward()
+            share = losses["loss"].detach() if losses else torch.zeros(())
+            loss = collectives.sum_gradients(parameters, {"loss": share})["loss"]
+            where = f"epoch {step.epoch + 1}, step {step.index + 1} (global step {report.steps + 1})"
+            if not math.isfinite(loss):
+                raise FdrdError(f"{method.name}: loss is not finite at {where}: {describe_losses(losses, loss)}; "
+                                "lower the learning rate (--set lr=...) or check the data")
+            if config.grad_clip > 0:
+                norm = torch.nn.utils.clip_grad_norm_(parameters, config.grad_clip)
+                if not bool(torch.isfinite(norm)):
+                    raise FdrdError(f"{method.name}: gradient norm is {float(norm)} at {where}, loss {loss:.4g}; "
+                                    "lower the learning rate (--set lr=...)")
+            optimizer.step()
+            scheduler.step()
+            report.steps += 1
+            images_seen += len(step.records)
+            epoch_losses.append(loss)
+            elapsed = time.perf_counter() - began
+            progress.update(task, advance=1, status=f"epoch {step.epoch + 1}/{config.epochs} loss {loss:.4f} "
+                            f"{images_seen / max(elapsed, 1e-9):.1f} img/s")
+            if position + 1 < len(steps) and steps[position + 1].epoch == step.epoch:
+                continue
             report.loss_per_epoch.append(sum(epoch_losses) / len(epoch_losses))
-            if checkpoint_dir is not None:
-                save_checkpoint(
-                    checkpoint_dir,
-                    epoch=epoch + 1,
-                    fingerprint=fingerprint,
-                    method=method,
-                    state={
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(),
-                        "data_order": order,
-                        "global_step": report.steps,
-                        "loss_per_epoch": report.loss_per_epoch,
-                    },
-                )
+            epoch_losses = []
+            end_of_epoch(method, parameters, checkpoint_dir, step.epoch, fingerprint, seed, len(batches), {
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "global_step": report.steps,
+                "loss_per_epoch": report.loss_per_epoch,
+            })
     method.eval()
     report.epochs = len(report.loss_per_epoch)
     report.seconds = time.perf_counter() - began
@@ -250,111 +243,43 @@ def train(
     return report
 
 
-def describe_losses(losses: dict[str, torch.Tensor]) -> str:
-    return ", ".join(f"{name}={float(value.detach().float()):.4g}" for name, value in losses.items())
+@dataclass(frozen=True)
+class Step:
+    epoch: int
+    index: int  # within the epoch
+    records: list[int]  # the global batch, in the epoch's order
 
 
-@dataclass
-class EvalReport:
-    metrics: dict[str, float]
-    seconds: float
-    images_per_second: float
-    records: int
-    backend: str  # the recall backend that ranked
-    image_ranks: list[int]  # 1-based, record order
-    text_ranks: list[int]
-    image_embeddings: torch.Tensor  # float32, CPU, record order (for hard negatives)
+def step_plan(seed: int, size: int, batch_size: int, steps_per_epoch: int, first_epoch: int, stop_epoch: int) -> list[Step]:
+    """Every step's global batch from `first_epoch` up to `stop_epoch`: the same on every rank and for any
+    number of ranks (a function of the seed and the epoch alone)."""
+    steps = []
+    for epoch in range(first_epoch, stop_epoch):
+        order = epoch_order(seed, epoch, size).tolist()
+        for index in range(steps_per_epoch):
+            steps.append(Step(epoch, index, order[index * batch_size : (index + 1) * batch_size]))
+    return steps
 
 
-def encode_split(
-    method, batches: SplitBatches, *, device: torch.device, batch_size: int, console: Console | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(image embeddings, caption embeddings) of every record, float32 on the CPU, in record order."""
-    precision = precision_for(device)
-    method.eval()
-    images, texts = [], []
-    with progress_bar(console) as progress, torch.inference_mode():
-        task = progress.add_task(f"{method.name} encode", total=len(batches), status="")
-        for batch in batches.sequential(batch_size, device):
-            with autocast_for(device, precision):
-                images.append(method.image_embeddings(batch).float().cpu())
-                texts.append(method.encode_texts(batch["input_ids"], batch["attention_mask"]).float().cpu())
-            progress.advance(task, len(batch["ids"]))
-    return torch.cat(images), torch.cat(texts)
+def resume_state(checkpoint_dir, fingerprint: str, method) -> dict[str, Any] | None:
+    """The latest checkpoint's state with its parameters loaded into `method`, or None when there is none."""
+    if latest_checkpoint(checkpoint_dir) is None:
+        return None
+    return load_checkpoint(checkpoint_dir, fingerprint, method)
 
 
-def encode_texts_once(
-    method, texts: list[str], *, device: torch.device, batch_size: int, console: Console | None = None
-) -> torch.Tensor:
-    """Embeddings of free texts through the method's own text side, float32 on the CPU, (len(texts), D).
-
-    Texts that tokenize to the same ids are encoded once and share one row, so two identical texts get
-    bit-identical embeddings whatever batch they fall in (a tie stays a tie)."""
-    precision = precision_for(device)
-    captions = tokenize_captions(method, texts)
-    slot_of: dict[tuple[int, ...], int] = {}  # token ids -> row of the unique texts
-    unique_rows: list[int] = []  # the first text of each unique token sequence
-    row_of = []
-    for index, (ids, length) in enumerate(zip(captions.input_ids.tolist(), captions.attention_mask.sum(1).tolist(), strict=True)):
-        key = tuple(ids[:length])
-        if key not in slot_of:
-            slot_of[key] = len(unique_rows)
-            unique_rows.append(index)
-        row_of.append(slot_of[key])
-    unique = torch.tensor(unique_rows, dtype=torch.long)
-    method.eval()
-    chunks = []
-    with progress_bar(console) as progress, torch.inference_mode():
-        task = progress.add_task(f"{method.name} negatives", total=len(unique), status="")
-        for start in range(0, len(unique), batch_size):
-            input_ids, attention_mask = captions.batch(unique[start : start + batch_size])
-            with autocast_for(device, precision):
-                chunks.append(method.encode_texts(input_ids.to(device), attention_mask.to(device)).float().cpu())
-            progress.advance(task, input_ids.shape[0])
-    return torch.cat(chunks)[torch.tensor(row_of, dtype=torch.long)]
+def end_of_epoch(method, parameters, checkpoint_dir, epoch: int, fingerprint: str, seed: int, size: int,
+                 state: dict[str, Any]) -> None:
+    """Check that the ranks still agree, then (rank 0) write the epoch's checkpoint."""
+    if not collectives.parameters_agree(parameters):
+        raise RuntimeError(f"{method.name}: the ranks' trainable parameters differ after epoch {epoch + 1}; "
+                           "every rank must take the same step (a bug: please report it)")
+    if checkpoint_dir is not None and collectives.is_main():
+        save_checkpoint(checkpoint_dir, epoch=epoch + 1, fingerprint=fingerprint, method=method,
+                        state={**state, "data_order": epoch_order(seed, epoch, size)})
 
 
-def evaluate(
-    method,
-    batches: SplitBatches,
-    *,
-    device: torch.device,
-    batch_size: int,
-    backend: str = "auto",
-    console: Console | None = None,
-) -> EvalReport:
-    """Recall@1/5/10 both ways over a split where record j's caption describes record j's image, with
-    the per-record ranks (for bootstrap intervals) and the image embeddings (for hard negatives)."""
-    if len(batches) == 0:
-        raise FdrdError(f"{method.name}: the evaluation split is empty")
-    began = time.perf_counter()
-    image_emb, text_emb = encode_split(method, batches, device=device, batch_size=batch_size, console=console)
-    chosen = choose_backend(backend, device).name
-    image_ranks, text_ranks = positive_ranks(
-        image_emb.to(device), text_emb.to(device), torch.arange(len(batches), device=device), backend=chosen
-    )
-    metrics = recall_from_ranks(image_ranks, text_ranks)
-    seconds = time.perf_counter() - began
-    return EvalReport(
-        metrics, seconds, len(batches) / seconds if seconds > 0 else 0.0, len(batches), chosen,
-        image_ranks.cpu().tolist(), text_ranks.cpu().tolist(), image_emb,
-    )
-
-
-def hard_negative_report(
-    method,
-    captions: list[str],
-    negatives_column,
-    image_emb: torch.Tensor,
-    *,
-    device: torch.device,
-    batch_size: int,
-    console: Console | None = None,
-) -> dict[str, dict[str, Any]]:
-    """Hard-negative accuracy by kind (benchmark/metrics/hard_negatives.py) of a split's captions and
-    `negatives` column against its image embeddings (as `evaluate` returns them). Captions and negatives
-    are encoded together by the method's own text side (`encode_texts_once`), so a negative that
-    tokenizes like its caption ties with it exactly."""
-    texts, owners, kinds = flatten_negatives(negatives_column)
-    embeddings = encode_texts_once(method, list(captions) + texts, device=device, batch_size=batch_size, console=console)
-    return hard_negative_accuracy(image_emb, embeddings[: len(captions)], embeddings[len(captions) :], owners, kinds)
+def describe_losses(losses: dict[str, torch.Tensor], loss: float) -> str:
+    """The loss summed over ranks, then this rank's own terms (all of them on one process)."""
+    terms = [f"{name}={float(value.detach().float()):.4g}" for name, value in losses.items() if name != "loss"]
+    return ", ".join([f"loss={loss:.4g}", *terms])

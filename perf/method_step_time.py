@@ -25,9 +25,10 @@ import torch
 
 from benchmark.backbone import ClipBackbone
 from benchmark.data import SplitBatches, available_domains, load_split, sample_few_shot
+from benchmark.evaluation import encode_split
 from benchmark.feature_cache import FeatureCache
 from benchmark.methods.base import available_methods, resolve_run
-from benchmark.train import encode_split, seed_everything, train
+from benchmark.train import seed_everything, train
 
 CPU = torch.device("cpu")
 

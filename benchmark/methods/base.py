@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from benchmark.collectives import gather_rows, replicated_share
 from fdrd.errors import FdrdError
 
 _REGISTRY: dict[str, type[Method]] = {}
@@ -212,7 +213,12 @@ class Method(nn.Module):
 
     # ---------------------------------------------------------------- training
     def loss(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-        """Symmetric InfoNCE over the batch with CLIP's frozen logit scale; "loss" is minimised."""
+        """Symmetric InfoNCE over the batch with CLIP's frozen logit scale; "loss" is minimised.
+
+        Under several ranks `batch` holds this rank's records of the global batch, and every returned term
+        is this rank's share of the single-process term (benchmark/collectives.py: in-batch candidates
+        through `gather_rows`, means over records through `per_record_mean`), so that shares and their
+        gradients summed over ranks are one process's."""
         images = self.image_embeddings(batch)
         texts = self.encode_texts(batch["input_ids"], batch["attention_mask"])
         return contrastive_losses(images, texts, self.backbone.logit_scale)
@@ -232,16 +238,21 @@ class Method(nn.Module):
 
 
 def contrastive_losses(images: torch.Tensor, texts: torch.Tensor, logit_scale: float) -> dict[str, torch.Tensor]:
-    """Symmetric InfoNCE: image i's positive is caption i and the other captions of the batch are
-    negatives, and the reverse; both directions averaged. Inputs are L2-normalised (B, D)."""
+    """Symmetric InfoNCE: image i's positive is caption i and the other captions of the global batch are
+    negatives, and the reverse; both directions averaged. Inputs are L2-normalised (B, D), this rank's rows.
+
+    Under several ranks every rank scores the whole global batch (the other ranks' rows gathered,
+    benchmark/collectives.py) and returns its share: summed over ranks, values and gradients are those of
+    one process."""
+    images, texts = gather_rows(images), gather_rows(texts)
     logits = logit_scale * images @ texts.t()
     targets = torch.arange(logits.shape[0], device=logits.device)
     image_to_text = F.cross_entropy(logits, targets)
     text_to_image = F.cross_entropy(logits.t(), targets)
     return {
-        "loss": (image_to_text + text_to_image) / 2,
-        "i2t_loss": image_to_text.detach(),
-        "t2i_loss": text_to_image.detach(),
+        "loss": replicated_share((image_to_text + text_to_image) / 2),
+        "i2t_loss": replicated_share(image_to_text.detach()),
+        "t2i_loss": replicated_share(text_to_image.detach()),
     }
 
 
@@ -254,6 +265,9 @@ class BatchNeeds:
     # Frozen, prompt-free image features for teacher signals: of the "original" (un-augmented) image,
     # computed once per record, or of the "augmented" view the step trains on; None: not needed.
     teacher_features: str | None = None
+    # One uniform number per record (batch["record_uniform"]), keyed by seed, epoch and record, for the
+    # method's per-record coin flips: the same draw on any number of ranks or loader workers.
+    record_uniform: bool = False
 
     def __post_init__(self) -> None:
         if self.negatives < 0:

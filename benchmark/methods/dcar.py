@@ -26,6 +26,7 @@ from typing import Any, ClassVar, Literal
 import torch
 import torch.nn.functional as F
 
+from benchmark.collectives import global_total, per_record_mean
 from benchmark.methods.base import (
     BatchNeeds,
     MethodConfig,
@@ -153,6 +154,7 @@ class DCAR(MaPLe):
         return BatchNeeds(
             negatives=config.n_negatives if config.lambda_cate > 0 else 0,
             teacher_features=config.teacher_view if config.reweight != "off" else None,
+            record_uniform=config.reweight == "head",  # the per-record teacher/student coin
         )
 
     # ---------------------------------------------------------------- token weights
@@ -191,7 +193,8 @@ class DCAR(MaPLe):
         if self.head is None:  # train_only
             return teacher, zero
         student = self.head(states, content, self.config.beta)
-        regression = head_regression_loss(student, teacher, content)
+        # Its share of the MSE over the global batch's content tokens (benchmark/collectives.py).
+        regression = head_regression_loss(student, teacher, content, total=global_total(content.sum()))
         if not self.config.head_from_retrieval_loss:
             student = student.detach()
         return torch.where(use_teacher.unsqueeze(1), teacher, student), regression
@@ -201,7 +204,7 @@ class DCAR(MaPLe):
         config = self.config
         needs = self.training_batch_needs()
         missing = [key for key, needed in (("negative_mask", needs.negatives), ("teacher_image_features",
-                   needs.teacher_features)) if needed and key not in batch]
+                   needs.teacher_features), ("record_uniform", needs.record_uniform)) if needed and key not in batch]
         if missing:
             raise ValueError(f"dcar: the batch has no {', '.join(missing)}; build training batches with "
                              "SplitBatches(..., training=True)")
@@ -209,9 +212,10 @@ class DCAR(MaPLe):
         ids, mask = batch["input_ids"], batch["attention_mask"]
         size = ids.shape[0]
         features = batch.get("teacher_image_features")
-        # One teacher/student draw per record (torch's CPU generator, which checkpoints restore): a record's
-        # positive and its negatives are weighted alike, so L_cate compares captions weighted the same way.
-        use_teacher = (torch.rand(size) < config.p_teacher).to(ids.device) if self.head is not None else None
+        # One teacher/student draw per record (keyed by seed, epoch and record: the same on any number of
+        # ranks): a record's positive and its negatives are weighted alike, so L_cate compares captions
+        # weighted the same way.
+        use_teacher = (batch["record_uniform"] < config.p_teacher).to(ids.device) if self.head is not None else None
         weights, head_loss = self._training_weights(ids, mask, features, use_teacher)
         texts = self.encode_weighted_texts(ids, mask, weights)
         losses = contrastive_losses(images, texts, self.backbone.logit_scale)
@@ -266,7 +270,9 @@ def category_matching_loss(
     negative_logits = negative_logits + bonus * negative_same_category.float()
     negative_logits = negative_logits.masked_fill(~negative_mask.bool(), float("-inf"))
     logits = torch.cat([positive_logit, negative_logits], dim=1).float()
-    return F.cross_entropy(logits, torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device))
+    per_image = F.cross_entropy(logits, torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device),
+                                reduction="none")
+    return per_record_mean(per_image)  # per image: this rank's share of the global batch's mean
 
 
 def variant_name(config: DCARConfig) -> str:

@@ -11,9 +11,10 @@ import torch
 import torch.nn.functional as F
 
 from benchmark.data import SplitBatches
+from benchmark.evaluation import encode_split
 from benchmark.methods.base import get_method, resolve_config, resolve_run
 from benchmark.methods.dcar import category_matching_loss
-from benchmark.train import encode_split, train
+from benchmark.train import train
 from fdrd.errors import FdrdError
 
 CPU = torch.device("cpu")
@@ -104,7 +105,7 @@ def test_beta_zero_gives_weights_of_exactly_one_and_maples_text_features(tiny_ba
     # And in training: the contrastive term equals MaPLe's whole loss on the same batch.
     batch = {"pixel_values": torch.randn(len(CAPTIONS), 3, tiny_backbone.image_size, tiny_backbone.image_size, generator=torch.Generator().manual_seed(3)),
              "input_ids": ids, "attention_mask": mask, "category_id": torch.arange(len(CAPTIONS)),
-             "teacher_image_features": images}
+             "teacher_image_features": images, "record_uniform": torch.rand(len(CAPTIONS), dtype=torch.float64)}
     no_negatives = build("dcar", tiny_backbone, beta=0.0, lambda_cate=0.0)
     no_negatives.load_state_dict(dcar.state_dict())
     with torch.no_grad():

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from benchmark.evaluation import hard_negative_report
 from benchmark.methods.base import get_method, resolve_config
 from benchmark.metrics import hard_negatives
 from benchmark.metrics.hard_negatives import flatten_negatives, hard_negative_accuracy
-from benchmark.train import hard_negative_report
 
 CPU = torch.device("cpu")
 

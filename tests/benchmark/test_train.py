@@ -12,9 +12,10 @@ from torch import nn
 
 from benchmark.checkpoint import LATEST_NAME, PARAMETERS_NAME, read_state
 from benchmark.data import SplitBatches, available_domains, load_split
+from benchmark.evaluation import evaluate
 from benchmark.feature_cache import FeatureCache
 from benchmark.methods.base import Method, MethodConfig, get_method, resolve_config
-from benchmark.train import WarmupCosine, epoch_order, evaluate, seed_everything, train
+from benchmark.train import WarmupCosine, epoch_order, seed_everything, train
 from fdrd.errors import FdrdError
 
 CPU = torch.device("cpu")
