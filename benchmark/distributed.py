@@ -16,6 +16,7 @@ import contextlib
 import json
 import os
 import time
+import traceback
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -33,6 +34,8 @@ RDZV_ID = "fdrd-bench"
 # Fault injection for tests and drills: "RANK:STEP:MODE" makes that rank raise, exit or hang at that
 # training step (1-based global step); MODE is raise, exit or hang.
 FAULT_VARIABLE = "FDRD_FAULT"
+# Marks, in a rank's error file, an error raised inside torch.distributed (see record_failure).
+WAITING_KEY = "fdrd_in_collective"
 
 
 @dataclass(frozen=True)
@@ -148,8 +151,21 @@ def relaunch(options: LaunchOptions, module: str, args: Sequence[str], device: s
 
 
 def failure_message(failures: dict[int, Any], options: LaunchOptions) -> str:
-    """One line: which rank failed first, how, and with what error (from the file its session wrote)."""
-    first = min(failures, key=lambda rank: (failures[rank].timestamp, rank))
+    """One line: which rank failed first, how, and with what error (from the file its session wrote). The
+    cause is chosen before its consequences: a rank's own error, then a rank that exited or crashed without
+    one, then a rank whose exchange broke or timed out waiting for a partner (its error raised inside
+    torch.distributed), then a rank stopped by SIGTERM (what the agent sends when it tears the job down)."""
+    import signal
+
+    def consequence(rank: int) -> int:
+        failure = failures[rank]
+        if failure.exitcode == -signal.SIGTERM:
+            return 3
+        if failure.error_file_data.get(WAITING_KEY):
+            return 2
+        return 0 if failure.error_file_data else 1
+
+    first = min(failures, key=lambda rank: (consequence(rank), failures[rank].timestamp, rank))
     failure = failures[first]
     message = failure.message if isinstance(failure.message, str) else json.dumps(failure.message)[:500]
     if failure.exitcode < 0:
@@ -157,14 +173,17 @@ def failure_message(failures: dict[int, Any], options: LaunchOptions) -> str:
     else:
         how = f"exited with code {failure.exitcode}"
     if not failure.error_file_data or failure.error_file == "<N/A>":
-        detail = "without reporting an error (see its output above)" if failure.exitcode >= 0 else ""
+        detail = " without reporting an error (see its output above)" if failure.exitcode >= 0 else ""
     else:
         detail = f": {message}"
+    if failure.error_file_data.get(WAITING_KEY):
+        detail += " (while waiting for the other ranks: one of them stopped or hung)"
     others = sorted(rank for rank in failures if rank != first)
-    tail = f"; ranks {', '.join(map(str, others))} failed too" if others else ""
+    tail = f"; rank{'s' if len(others) > 1 else ''} {', '.join(map(str, others))} failed too" if others else ""
+    world = options.per_node * options.nodes
     kind = "GPU" if options.gpus else "CPU"
-    return (f"rank {first} of the {kind} processes (local rank {failure.local_rank}) {how}{detail}{tail}; the other "
-            "ranks were stopped")
+    return (f"rank {first} of {world} {kind} processes (local rank {failure.local_rank}) {how}{detail}{tail}; "
+            "the job was stopped")
 
 
 def available_cpus() -> int:
@@ -224,13 +243,17 @@ def worker_session(options: LaunchOptions, device: torch.device) -> Iterator[Ses
 
 
 def record_failure(error: BaseException) -> None:
-    """Write the error that ends this rank to TORCHELASTIC_ERROR_FILE (torchrun's agent reports it)."""
+    """Write the error that ends this rank to TORCHELASTIC_ERROR_FILE (torchrun's agent reports it), marked
+    when it was raised inside torch.distributed (a broken or timed-out exchange: a consequence, most often)."""
     path = os.environ.get("TORCHELASTIC_ERROR_FILE")
     if not path or (isinstance(error, SystemExit) and not error.code):
         return
+    frames = traceback.extract_tb(error.__traceback__)
+    waiting = bool(frames) and f"torch{os.sep}distributed{os.sep}" in frames[-1].filename
+    record = {"message": f"{type(error).__name__}: {error}", "timestamp": int(time.time()), WAITING_KEY: waiting}
     with contextlib.suppress(OSError):
         with open(path, "w", encoding="utf-8") as handle:
-            json.dump({"message": f"{type(error).__name__}: {error}", "timestamp": int(time.time())}, handle)
+            json.dump(record, handle)
 
 
 def inject_fault(step: int) -> None:

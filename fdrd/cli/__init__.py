@@ -10,6 +10,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from fdrd.cli import bench, build, captions, crawl, leaderboard, models, publish
 from fdrd.errors import FdrdError, os_error_message
@@ -31,12 +32,13 @@ def main() -> None:
     try:
         app()
     except FdrdError as error:
-        Console(stderr=True).print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        # escape: a message may quote brackets (a path, a library's error) that rich would read as markup.
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except OSError as error:  # disk full, read-only output, ...: the machine's state, not a bug
         message = os_error_message(error)
         if message is None:
             raise
-        Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
         sys.exit(2)
 
