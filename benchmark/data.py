@@ -338,10 +338,6 @@ class SplitBatches:
         self.prepare(device)
         return self._teacher_original[rows].to(device)
 
-    def sequential(self, batch_size: int, device: torch.device | str = "cpu") -> Iterator[dict[str, Any]]:
-        for start in range(0, len(self), batch_size):
-            yield self.batch(torch.arange(start, min(start + batch_size, len(self))), device)
-
 
 def pixel_values(method, dataset, indices: list[int]) -> torch.Tensor:
     """Decode the images of `indices` and preprocess them as the checkpoint's processor does."""

@@ -181,7 +181,8 @@ def train(
     steps = step_plan(seed, len(batches), config.batch_size, steps_per_epoch, start_epoch, last_epoch)
     ranks, me = collectives.world_size(), collectives.rank()
     collectives.prepare_step_groups({len(step.records) for step in steps})
-    batches.prepare(device, workers)
+    if steps:
+        batches.prepare(device, workers)
     # This rank's records of each step, padded to the global batch's longest caption (as one process pads).
     mine = [(shard, f"{seed}:{step.epoch}", batches.captions.longest(step.records))
             for step in steps if (shard := collectives.shard_rows(step.records, me, ranks))]

@@ -8,7 +8,7 @@ import torch
 from benchmark.checkpoint import LATEST_NAME
 from benchmark.data import SplitBatches, available_domains, load_split
 from benchmark.feature_cache import FeatureCache
-from benchmark.methods.base import get_method, resolve_config
+from benchmark.methods.base import get_method, resolve_config, resolve_run
 from benchmark.train import seed_everything, train
 from fdrd.errors import FdrdError
 
@@ -111,3 +111,61 @@ def test_resume_without_checkpoint_starts_fresh(tiny_backbone, train_split, feat
     method, batches = fresh(name, tiny_backbone, overrides, train_split, feature_cache)
     report = train(method, batches, seed=SEED, device=CPU, checkpoint_dir=tmp_path / "new", resume=True)
     assert report.resumed_from_epoch is None and report.epochs == 2
+
+
+KILLED_RUN = """
+import sys, torch
+from benchmark.backbone import ClipBackbone
+from benchmark.data import SplitBatches, available_domains, load_split
+from benchmark.methods.base import resolve_run
+from benchmark.train import seed_everything, train
+data, model, folder = sys.argv[1:4]
+split = load_split(data, available_domains(data)[0], "train")
+spec = resolve_run("dcar", {"epochs": 2, "batch_size": 8, "warmup_epochs": 0})
+seed_everything(SEED)
+method = spec.method_cls(ClipBackbone.from_pretrained(model), spec.config)
+train(method, SplitBatches(split, method, training=True), seed=SEED, device=torch.device("cpu"),
+      checkpoint_dir=folder, workers=2)
+"""
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_with_loader_workers_resumes_bit_identically(tiny_backbone, tiny_clip_dir, synthetic_fdrd,
+                                                                       train_split, tmp_path):
+    """DCAR (crops, negatives, teacher features, per-record coins) built by 2 loader workers: a process killed
+    with SIGKILL in epoch 2 resumes to the parameters of a run never interrupted (and built without workers)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    spec = resolve_run("dcar", {"epochs": 2, "batch_size": 8, "warmup_epochs": 0})
+    seed_everything(SEED)
+    whole = spec.method_cls(tiny_backbone, spec.config)
+    train(whole, SplitBatches(train_split, whole, training=True), seed=SEED, device=CPU)
+    expected = trainable(whole)
+
+    # The run hangs at global step 5 (epoch 2 of 3 steps each), after writing epoch 1; then it is killed.
+    env = {**os.environ, "FDRD_FAULT": "0:5:hang", "OMP_NUM_THREADS": str(torch.get_num_threads()),
+           "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    script = KILLED_RUN.replace("SEED", str(SEED))
+    child = subprocess.Popen([sys.executable, "-c", script, str(synthetic_fdrd), str(tiny_clip_dir), str(tmp_path)],
+                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 180
+    while not (tmp_path / LATEST_NAME).is_file() and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)  # well into the hang
+    assert child.poll() is None, child.stderr.read().decode()[-2000:]
+    os.killpg(child.pid, signal.SIGKILL)  # the process and its loader workers, as an out-of-memory kill would
+    child.wait(timeout=30)
+    assert '"epoch": 1' in (tmp_path / LATEST_NAME).read_text()
+
+    seed_everything(SEED)
+    resumed = spec.method_cls(tiny_backbone, spec.config)
+    report = train(resumed, SplitBatches(train_split, resumed, training=True), seed=SEED, device=CPU,
+                   checkpoint_dir=tmp_path, resume=True, workers=2)
+    assert report.resumed_from_epoch == 1
+    got = trainable(resumed)
+    for key in expected:
+        assert torch.equal(got[key], expected[key]), key
