@@ -21,9 +21,24 @@ install: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadfile
 
+# The whole job on the embedded default: build, pretrain (cached), benchmark the five methods on their own
+# recipes with one seed, then the leaderboard (printed, and written as HTML among other formats).
+DEMO ?= demo-out
+DEMO_METHODS ?= zeroshot coop clip_adapter maple dcar
+
 demo: $(STAMP)
-	$(BIN)/fdrd build --split all --out demo-out/fdrd --overwrite
-	$(BIN)/fdrd info demo-out/fdrd
+	@echo "== demo 1/4: build the embedded synthetic FDRD into $(DEMO)/fdrd"
+	$(BIN)/fdrd build --split all --out $(DEMO)/fdrd --overwrite
+	@echo "== demo 2/4: pretrain the tiny CLIP (reused from ~/.cache/fdrd when this build was seen before)"
+	$(BIN)/fdrd pretrain --data $(DEMO)/fdrd --out $(DEMO)/tiny-clip --overwrite
+	@echo "== demo 3/4: benchmark $(DEMO_METHODS) (seed 1, each method's own recipe)"
+	@for method in $(DEMO_METHODS); do \
+		echo "-- fdrd bench $$method"; \
+		$(BIN)/fdrd bench $$method --data $(DEMO)/fdrd --model $(DEMO)/tiny-clip --seeds 1 --out $(DEMO)/runs || exit 1; \
+	done
+	@echo "== demo 4/4: leaderboard"
+	$(BIN)/fdrd leaderboard $(DEMO)/runs --out $(DEMO)/leaderboard
+	@echo "The HTML leaderboard (sortable table and plots) is $(DEMO)/leaderboard/leaderboard.html"
 
 lint: $(STAMP)
 	$(BIN)/ruff check fdrd builders benchmark tests perf

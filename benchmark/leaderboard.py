@@ -29,13 +29,8 @@ from benchmark.leaderboard_reported import (
     PAPER_METHODS,
     load_reported,
 )
-from benchmark.leaderboard_stats import (
-    IntervalSettings,
-    cell_generator,
-    mean_std,
-    percentile_interval,
-    replicate_recalls,
-)
+from benchmark.leaderboard_stats import IntervalSettings, cell_generator, mean_std, percentile_interval
+from benchmark.metrics.bootstrap import RECALL_FIGURES, domain_replicates
 from fdrd.errors import FdrdError
 
 AVG = "AVG"
@@ -120,17 +115,17 @@ def _measure(label: str, domain: str, results: list[RunResult], settings: Interv
     seeds = tuple(r.seed for r in results)
     replicates: dict[tuple[str, int], np.ndarray] | None = None
     if all(r.ranks is not None for r in results):
-        replicates = {}
         for direction in DIRECTIONS:
-            ranks = [r.ranks[direction] for r in results]  # type: ignore[index]
-            if len({len(r) for r in ranks}) > 1:
+            if len({len(r.ranks[direction]) for r in results}) > 1:  # type: ignore[index]
                 raise FdrdError(
                     f"run {label!r}, domain {domain!r}: seeds ranked different numbers of test items "
                     f"({', '.join(f'{r.path}: {len(r.ranks[direction])}' for r in results)}); "  # type: ignore[index]
                     "were they run on different test splits?"
                 )
-            draws = replicate_recalls(ranks, KS, settings, cell_generator(settings, label, domain, direction))
-            replicates.update({(direction, k): values for k, values in draws.items()})
+        runs = [(r.ranks["i2t"], r.ranks["t2i"]) for r in results]  # type: ignore[index]
+        draws = domain_replicates(runs, settings.resamples, cell_generator(settings, label, domain))
+        figures = {figure: column for column, figure in enumerate(RECALL_FIGURES)}
+        replicates = {(d, k): draws[:, figures[f"{d}_r{k}"]] for d in DIRECTIONS for k in KS}
     cells = {}
     for key in ((d, k) for d in DIRECTIONS for k in KS):
         mean, std = mean_std([r.recall[key] for r in results])
