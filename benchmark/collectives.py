@@ -84,12 +84,20 @@ def prepare_step_groups(active_counts: set[int]) -> None:
             _STEP_GROUPS[count] = _dist().new_group(ranks=list(range(count)))
 
 
+def forget_groups() -> None:
+    """Drop the step groups (they die with the process group that made them)."""
+    _STEP_GROUPS.clear()
+    _ACTIVE[0] = None
+
+
 @contextlib.contextmanager
 def step_group(active: int) -> Iterator[None]:
     """Within the block, the loss helpers exchange with ranks 0..active-1 only (the ranks holding records of
     this step's batch); ranks without records must not compute a loss."""
+    if active < world_size() and active not in _STEP_GROUPS:
+        raise RuntimeError(f"no process group for {active} ranks: call prepare_step_groups before the steps")
     previous = _ACTIVE[0]
-    _ACTIVE[0] = _STEP_GROUPS.get(active) if active < world_size() else None
+    _ACTIVE[0] = _STEP_GROUPS[active] if active < world_size() else None
     try:
         yield
     finally:

@@ -238,6 +238,7 @@ def worker_session(options: LaunchOptions, device: torch.device) -> Iterator[Ses
         record_failure(error)
         raise
     finally:
+        collectives.forget_groups()
         if dist.is_initialized():
             dist.destroy_process_group()
 

@@ -12,9 +12,22 @@ from pathlib import Path
 
 import pytest
 
+
+def _cuda_present() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 # Tests never touch the network: the Hub and `datasets` stay offline, whatever the shell says.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
+# Triton decorates its own library functions when it is first imported, in interpreter mode only if
+# TRITON_INTERPRET is set then; transformers imports it as a side effect, so a test file that loads a model
+# before the Triton kernel's CPU tests in the same process would leave them a library that only runs on a
+# GPU. On a machine without one, the interpreter is the only mode that can run; set it before anything.
+if os.environ.get("FDRD_RECALL_TEST_DEVICE", "cpu") == "cpu" and not _cuda_present():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 SYNTHETIC_PER_CATEGORY = 2  # images per category and split: a few hundred rows, a few seconds
 
