@@ -163,7 +163,9 @@ def _gather_ints(value: int, group=None) -> list[int]:
 
 
 # ------------------------------------------------------------------ gradients
-def sum_gradients(parameters: Sequence[torch.nn.Parameter], values: dict[str, torch.Tensor]) -> dict[str, float]:
+def sum_gradients(
+    parameters: Sequence[torch.nn.Parameter], values: dict[str, torch.Tensor]
+) -> dict[str, float]:
     """Sum the trainable gradients and the loss shares `values` over every rank (the world group) in
     buckets of about BUCKET_BYTES; return the summed values. A parameter that no rank gave a gradient keeps
     none, so the optimizer skips it as it would on one process."""
@@ -183,7 +185,10 @@ def sum_gradients(parameters: Sequence[torch.nn.Parameter], values: dict[str, to
         filled += parameter.numel() * 4
     dist = _dist()
     for index, bucket in enumerate(buckets):
-        pieces = [(p.grad if p.grad is not None else torch.zeros_like(p)).float().reshape(-1).to(device) for p in bucket]
+        pieces = [
+            (p.grad if p.grad is not None else torch.zeros_like(p)).float().reshape(-1).to(device)
+            for p in bucket
+        ]
         if index == len(buckets) - 1:
             pieces += [has_grad, tail]
         flat = torch.cat(pieces)
@@ -245,7 +250,9 @@ def gather_chunks(local: list[torch.Tensor], chunk_sizes: Sequence[int]) -> torc
     dist, parts = _dist(), world_size()
     rows = sum(chunk.shape[0] for chunk in local)
     shapes: list[object] = [None] * parts
-    dist.all_gather_object(shapes, (rows, tuple(local[0].shape[1:]), str(local[0].dtype)) if local else (0, None, None))
+    dist.all_gather_object(
+        shapes, (rows, tuple(local[0].shape[1:]), str(local[0].dtype)) if local else (0, None, None)
+    )
     _, trailing, dtype_name = next(shape for shape in shapes if shape[1] is not None)
     dtype = getattr(torch, dtype_name.removeprefix("torch."))
     largest = max(shape[0] for shape in shapes)

@@ -71,43 +71,65 @@ def check_launch(options: LaunchOptions, device: str = "auto") -> None:
     import torch.distributed as dist
 
     if options.gpus < 0 or options.procs < 0:
-        raise FdrdError(f"--gpus and --procs count processes per node; got --gpus {options.gpus} --procs {options.procs}")
+        raise FdrdError(
+            f"--gpus and --procs count processes per node; got --gpus {options.gpus} --procs {options.procs}"
+        )
     if options.gpus and options.procs:
-        raise FdrdError("--gpus N (one process per GPU, NCCL) and --procs N (CPU processes, gloo) exclude each other; "
-                        "give one")
+        raise FdrdError(
+            "--gpus N (one process per GPU, NCCL) and --procs N (CPU processes, gloo) exclude each other; "
+            "give one"
+        )
     if not options.requested:
         if options.nodes != 1 or options.rdzv_endpoint or options.master_addr:
             raise FdrdError("--nodes and the rendezvous options need --gpus N or --procs N")
         return
     if not dist.is_available():
-        raise FdrdError("this torch build has no torch.distributed; --gpus/--procs need it (install torch from pytorch.org)")
+        raise FdrdError(
+            "this torch build has no torch.distributed; --gpus/--procs need it (install torch from pytorch.org)"
+        )
     if options.timeout <= 0:
         raise FdrdError(f"--dist-timeout must be positive seconds, got {options.timeout}")
     if options.nodes < 1 or not 0 <= options.node_rank < options.nodes:
-        raise FdrdError(f"--node-rank {options.node_rank} must lie in 0..{options.nodes - 1} (--nodes {options.nodes})")
+        raise FdrdError(
+            f"--node-rank {options.node_rank} must lie in 0..{options.nodes - 1} (--nodes {options.nodes})"
+        )
     if options.nodes > 1 and not (options.rdzv_endpoint or options.master_addr):
-        raise FdrdError(f"--nodes {options.nodes}: give every node the same --rdzv-endpoint HOST:PORT (or --master-addr "
-                        "and --master-port of node 0) so that they find each other")
+        raise FdrdError(
+            f"--nodes {options.nodes}: give every node the same --rdzv-endpoint HOST:PORT (or --master-addr "
+            "and --master-port of node 0) so that they find each other"
+        )
     if options.rdzv_endpoint and options.master_addr:
-        raise FdrdError("give --rdzv-endpoint (c10d rendezvous) or --master-addr/--master-port (static), not both")
+        raise FdrdError(
+            "give --rdzv-endpoint (c10d rendezvous) or --master-addr/--master-port (static), not both"
+        )
     if options.procs:
         if device not in ("auto", "cpu"):
-            raise FdrdError(f"--procs {options.procs} runs CPU processes with gloo, but --device {device} asks for a GPU; "
-                            f"use --gpus {options.procs} for one process per GPU, or drop --device")
+            raise FdrdError(
+                f"--procs {options.procs} runs CPU processes with gloo, but --device {device} asks for a GPU; "
+                f"use --gpus {options.procs} for one process per GPU, or drop --device"
+            )
         return
     if device not in ("auto", "cuda"):
-        raise FdrdError(f"--gpus gives each process the GPU of its LOCAL_RANK; --device {device} contradicts it, drop it")
+        raise FdrdError(
+            f"--gpus gives each process the GPU of its LOCAL_RANK; --device {device} contradicts it, drop it"
+        )
     if not torch.cuda.is_available():
-        raise FdrdError(f"--gpus {options.gpus}: this machine has no CUDA device (torch.cuda.is_available() is False); "
-                        f"use --procs {options.gpus} to run {options.gpus} CPU processes instead")
+        raise FdrdError(
+            f"--gpus {options.gpus}: this machine has no CUDA device (torch.cuda.is_available() is False); "
+            f"use --procs {options.gpus} to run {options.gpus} CPU processes instead"
+        )
     present = torch.cuda.device_count()
     if options.gpus > present:
         names = ", ".join(f"cuda:{i} {torch.cuda.get_device_name(i)}" for i in range(present))
-        raise FdrdError(f"--gpus {options.gpus}: this machine has {present} CUDA device(s) ({names}); use --gpus {present} "
-                        "or fewer")
+        raise FdrdError(
+            f"--gpus {options.gpus}: this machine has {present} CUDA device(s) ({names}); use --gpus {present} "
+            "or fewer"
+        )
     if not dist.is_nccl_available():
-        raise FdrdError(f"--gpus {options.gpus}: this torch build has no NCCL (torch.distributed.is_nccl_available() is "
-                        f"False); install a CUDA build of torch with NCCL, or use --procs {options.gpus} on CPU")
+        raise FdrdError(
+            f"--gpus {options.gpus}: this torch build has no NCCL (torch.distributed.is_nccl_available() is "
+            f"False); install a CUDA build of torch with NCCL, or use --procs {options.gpus} on CPU"
+        )
 
 
 def under_launcher() -> bool:
@@ -119,11 +141,29 @@ def torchrun_arguments(options: LaunchOptions, module: str, args: Sequence[str])
     """torchrun's command line for `python -m module args` on this node."""
     command = ["--nproc-per-node", str(options.per_node), "--max-restarts", "0"]
     if options.rdzv_endpoint:
-        command += ["--nnodes", str(options.nodes), "--rdzv-backend", "c10d", "--rdzv-endpoint", options.rdzv_endpoint,
-                    "--rdzv-id", RDZV_ID]
+        command += [
+            "--nnodes",
+            str(options.nodes),
+            "--rdzv-backend",
+            "c10d",
+            "--rdzv-endpoint",
+            options.rdzv_endpoint,
+            "--rdzv-id",
+            RDZV_ID,
+        ]
     elif options.master_addr or options.master_port is not None or options.nodes > 1:
-        command += ["--nnodes", str(options.nodes), "--node-rank", str(options.node_rank), "--rdzv-backend", "static",
-                    "--master-addr", options.master_addr or "127.0.0.1", "--master-port", str(options.master_port or 29500)]
+        command += [
+            "--nnodes",
+            str(options.nodes),
+            "--node-rank",
+            str(options.node_rank),
+            "--rdzv-backend",
+            "static",
+            "--master-addr",
+            options.master_addr or "127.0.0.1",
+            "--master-port",
+            str(options.master_port or 29500),
+        ]
     else:
         command += ["--standalone"]  # one node: a rendezvous on a free local port
     return [*command, "-m", module, *args]
@@ -145,8 +185,10 @@ def relaunch(options: LaunchOptions, module: str, args: Sequence[str], device: s
         raise FdrdError(failure_message(error.failures, options)) from None
     except Exception as error:  # rendezvous errors: a node that never came, a port in use
         if type(error).__module__.startswith("torch.distributed"):
-            raise FdrdError(f"the processes could not start together ({type(error).__name__}: {error}); check "
-                            "--nodes, --node-rank and the rendezvous address on every node") from None
+            raise FdrdError(
+                f"the processes could not start together ({type(error).__name__}: {error}); check "
+                "--nodes, --node-rank and the rendezvous address on every node"
+            ) from None
         raise
 
 
@@ -179,11 +221,15 @@ def failure_message(failures: dict[int, Any], options: LaunchOptions) -> str:
     if failure.error_file_data.get(WAITING_KEY):
         detail += " (while waiting for the other ranks: one of them stopped or hung)"
     others = sorted(rank for rank in failures if rank != first)
-    tail = f"; rank{'s' if len(others) > 1 else ''} {', '.join(map(str, others))} failed too" if others else ""
+    tail = (
+        f"; rank{'s' if len(others) > 1 else ''} {', '.join(map(str, others))} failed too" if others else ""
+    )
     world = options.per_node * options.nodes
     kind = "GPU" if options.gpus else "CPU"
-    return (f"rank {first} of {world} {kind} processes (local rank {failure.local_rank}) {how}{detail}{tail}; "
-            "the job was stopped")
+    return (
+        f"rank {first} of {world} {kind} processes (local rank {failure.local_rank}) {how}{detail}{tail}; "
+        "the job was stopped"
+    )
 
 
 def available_cpus() -> int:
@@ -207,7 +253,12 @@ class Session:
 
     def describe(self, workers: int) -> dict[str, Any]:
         """The results file's `distributed` field."""
-        return {"world_size": self.world_size, "backend": self.backend, "nodes": self.nodes, "workers": workers}
+        return {
+            "world_size": self.world_size,
+            "backend": self.backend,
+            "nodes": self.nodes,
+            "workers": workers,
+        }
 
 
 @contextlib.contextmanager
@@ -220,20 +271,34 @@ def worker_session(options: LaunchOptions, device: torch.device) -> Iterator[Ses
     import torch.distributed as dist
 
     if not under_launcher():
-        raise FdrdError("--gpus/--procs: this process was not started by torchrun (no RANK/LOCAL_RANK/WORLD_SIZE); "
-                        "run `fdrd bench ... --procs N`, which starts them")
-    local_rank, local_world = int(os.environ["LOCAL_RANK"]), int(os.environ.get("LOCAL_WORLD_SIZE", options.per_node))
+        raise FdrdError(
+            "--gpus/--procs: this process was not started by torchrun (no RANK/LOCAL_RANK/WORLD_SIZE); "
+            "run `fdrd bench ... --procs N`, which starts them"
+        )
+    local_rank, local_world = (
+        int(os.environ["LOCAL_RANK"]),
+        int(os.environ.get("LOCAL_WORLD_SIZE", options.per_node)),
+    )
     try:
         if options.gpus:
             if local_rank >= torch.cuda.device_count():
-                raise FdrdError(f"local rank {local_rank} has no GPU: this node has {torch.cuda.device_count()}")
+                raise FdrdError(
+                    f"local rank {local_rank} has no GPU: this node has {torch.cuda.device_count()}"
+                )
             device = torch.device("cuda", local_rank)
             torch.cuda.set_device(device)
         else:
             device = torch.device("cpu")
         dist.init_process_group(options.backend, timeout=timedelta(seconds=options.timeout))
-        yield Session(dist.get_rank(), dist.get_world_size(), local_rank, local_world, options.backend, device,
-                      options.nodes)
+        yield Session(
+            dist.get_rank(),
+            dist.get_world_size(),
+            local_rank,
+            local_world,
+            options.backend,
+            device,
+            options.nodes,
+        )
     except BaseException as error:
         record_failure(error)
         raise
@@ -251,7 +316,11 @@ def record_failure(error: BaseException) -> None:
         return
     frames = traceback.extract_tb(error.__traceback__)
     waiting = bool(frames) and f"torch{os.sep}distributed{os.sep}" in frames[-1].filename
-    record = {"message": f"{type(error).__name__}: {error}", "timestamp": int(time.time()), WAITING_KEY: waiting}
+    record = {
+        "message": f"{type(error).__name__}: {error}",
+        "timestamp": int(time.time()),
+        WAITING_KEY: waiting,
+    }
     with contextlib.suppress(OSError):
         with open(path, "w", encoding="utf-8") as handle:
             json.dump(record, handle)

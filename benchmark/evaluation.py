@@ -72,8 +72,9 @@ def encode_split(
     images, texts = [], []
     with progress_bar(console) as progress, torch.inference_mode():
         task = progress.add_task(f"{method.name} encode", total=len(batches), status="")
-        for cpu_batch in planned_batches(batches.cpu_batch, plan, workers=workers if batches.decodes else 0,
-                                         device=device):
+        for cpu_batch in planned_batches(
+            batches.cpu_batch, plan, workers=workers if batches.decodes else 0, device=device
+        ):
             batch = batches.to_device(cpu_batch, device)
             with autocast_for(device, precision):
                 images.append(method.image_embeddings(batch).float().cpu())
@@ -95,7 +96,9 @@ def encode_texts_once(
     slot_of: dict[tuple[int, ...], int] = {}  # token ids -> row of the unique texts
     unique_rows: list[int] = []  # the first text of each unique token sequence
     row_of = []
-    for index, (ids, length) in enumerate(zip(captions.input_ids.tolist(), captions.attention_mask.sum(1).tolist(), strict=True)):
+    for index, (ids, length) in enumerate(
+        zip(captions.input_ids.tolist(), captions.attention_mask.sum(1).tolist(), strict=True)
+    ):
         key = tuple(ids[:length])
         if key not in slot_of:
             slot_of[key] = len(unique_rows)
@@ -110,7 +113,9 @@ def encode_texts_once(
         for index in collectives.my_chunks(len(chunks)):
             input_ids, attention_mask = captions.batch(unique[chunks[index]])
             with autocast_for(device, precision):
-                encoded.append(method.encode_texts(input_ids.to(device), attention_mask.to(device)).float().cpu())
+                encoded.append(
+                    method.encode_texts(input_ids.to(device), attention_mask.to(device)).float().cpu()
+                )
             progress.advance(task, input_ids.shape[0])
     everything = collectives.gather_chunks(encoded, [len(chunk) for chunk in chunks])
     return everything[torch.tensor(row_of, dtype=torch.long)]
@@ -132,16 +137,29 @@ def evaluate(
     if len(batches) == 0:
         raise FdrdError(f"{method.name}: the evaluation split is empty")
     began = time.perf_counter()
-    image_emb, text_emb = encode_split(method, batches, device=device, batch_size=batch_size, console=console,
-                                       workers=workers)
+    image_emb, text_emb = encode_split(
+        method, batches, device=device, batch_size=batch_size, console=console, workers=workers
+    )
     chosen = choose_backend(backend, device)
-    image_ranks, text_ranks = split_ranks(image_emb, text_emb, torch.arange(len(batches)), device=device,
-                                          backend=chosen.name, block_size=block_size)
+    image_ranks, text_ranks = split_ranks(
+        image_emb,
+        text_emb,
+        torch.arange(len(batches)),
+        device=device,
+        backend=chosen.name,
+        block_size=block_size,
+    )
     metrics = recall_from_ranks(image_ranks, text_ranks)
     seconds = time.perf_counter() - began
     return EvalReport(
-        metrics, seconds, len(batches) / seconds if seconds > 0 else 0.0, len(batches), chosen.name,
-        image_ranks.cpu().tolist(), text_ranks.cpu().tolist(), image_emb,
+        metrics,
+        seconds,
+        len(batches) / seconds if seconds > 0 else 0.0,
+        len(batches),
+        chosen.name,
+        image_ranks.cpu().tolist(),
+        text_ranks.cpu().tolist(),
+        image_emb,
     )
 
 
@@ -158,7 +176,9 @@ def split_ranks(
     image rows and the integer counts summed: exactly one process's ranks."""
     image_emb, text_emb, text_to_image = image_emb.to(device), text_emb.to(device), text_to_image.to(device)
     chosen = choose_backend(backend, device)
-    if collectives.world_size() == 1 or chosen.counts is None:  # a backend that ranks in one piece: every rank
+    if (
+        collectives.world_size() == 1 or chosen.counts is None
+    ):  # a backend that ranks in one piece: every rank
         return positive_ranks(image_emb, text_emb, text_to_image, backend=chosen.name, block_size=block_size)
     shard = RowShard(collectives.rank(), collectives.world_size())
     image_beaten, text_beaten = positive_rank_counts(
@@ -182,5 +202,9 @@ def hard_negative_report(
     are encoded together by the method's own text side (`encode_texts_once`), so a negative that
     tokenizes like its caption ties with it exactly."""
     texts, owners, kinds = flatten_negatives(negatives_column)
-    embeddings = encode_texts_once(method, list(captions) + texts, device=device, batch_size=batch_size, console=console)
-    return hard_negative_accuracy(image_emb, embeddings[: len(captions)], embeddings[len(captions) :], owners, kinds)
+    embeddings = encode_texts_once(
+        method, list(captions) + texts, device=device, batch_size=batch_size, console=console
+    )
+    return hard_negative_accuracy(
+        image_emb, embeddings[: len(captions)], embeddings[len(captions) :], owners, kinds
+    )

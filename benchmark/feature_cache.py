@@ -67,7 +67,8 @@ class FeatureCache:
         if disk_file is not None and disk_file.is_file() and any(i not in store for i in ids):
             store.update(self._load(disk_file, key))
         missing = [index for index, record_id in enumerate(ids) if record_id not in store]
-        if collectives.world_size() > 1 and collectives.global_total(len(missing)) != len(missing) * collectives.world_size():
+        ranks = collectives.world_size()
+        if ranks > 1 and collectives.global_total(len(missing)) != len(missing) * ranks:
             raise FdrdError(f"feature cache: the ranks disagree on which of {len(ids)} images to encode (a cache file "
                             "changed during the run?); rerun")
         if missing:

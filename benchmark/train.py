@@ -251,7 +251,9 @@ class Step:
     records: list[int]  # the global batch, in the epoch's order
 
 
-def step_plan(seed: int, size: int, batch_size: int, steps_per_epoch: int, first_epoch: int, stop_epoch: int) -> list[Step]:
+def step_plan(
+    seed: int, size: int, batch_size: int, steps_per_epoch: int, first_epoch: int, stop_epoch: int
+) -> list[Step]:
     """Every step's global batch from `first_epoch` up to `stop_epoch`: the same on every rank and for any
     number of ranks (a function of the seed and the epoch alone)."""
     steps = []

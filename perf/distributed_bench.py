@@ -38,17 +38,49 @@ def tiny_model(data: Path, domain: str) -> str:
     from benchmark.tiny import TinyClipSpec, save_tiny_clip
 
     captions = load_split(data, domain, "train")["caption"]
-    spec = TinyClipSpec(image_size=224, patch_size=32, vision_width=256, vision_layers=6, text_width=256,
-                        text_layers=6, heads=4, embed_dim=256)
+    spec = TinyClipSpec(
+        image_size=224,
+        patch_size=32,
+        vision_width=256,
+        vision_layers=6,
+        text_width=256,
+        text_layers=6,
+        heads=4,
+        embed_dim=256,
+    )
     return str(save_tiny_clip(tempfile.mkdtemp(prefix="fdrd-perf-clip-"), spec, captions, seed=0))
 
 
 def epoch_seconds(arguments: list[str], procs: int, args, model: str, domain: str) -> float:
     out = Path(tempfile.mkdtemp(prefix="fdrd-perf-dist-"))
-    command = [sys.executable, "-m", "fdrd.cli", "bench", *arguments, "--data", str(args.data), "--model", model,
-               "--domains", domain, "--shots", str(args.shots), "--allow-fewer-shots", "--seeds", "1",
-               "--set", f"epochs={args.epochs}", "--set", "warmup_epochs=0", "--procs", str(procs),
-               "--workers", "0", "--out", str(out)]
+    command = [
+        sys.executable,
+        "-m",
+        "fdrd.cli",
+        "bench",
+        *arguments,
+        "--data",
+        str(args.data),
+        "--model",
+        model,
+        "--domains",
+        domain,
+        "--shots",
+        str(args.shots),
+        "--allow-fewer-shots",
+        "--seeds",
+        "1",
+        "--set",
+        f"epochs={args.epochs}",
+        "--set",
+        "warmup_epochs=0",
+        "--procs",
+        str(procs),
+        "--workers",
+        "0",
+        "--out",
+        str(out),
+    ]
     env = {key: value for key, value in os.environ.items() if key != "OMP_NUM_THREADS"}
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     if done.returncode != 0:
@@ -87,14 +119,22 @@ def ceiling(count: int, cpus: int) -> tuple[float, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", type=Path, required=True, help="a built FDRD directory")
     parser.add_argument("--model", default=None, help="CLIP folder; default: a tiny CLIP built here")
     parser.add_argument("--domain", default=None)
-    parser.add_argument("--shots", type=int, default=4, help="shots per category (fewer where a category has fewer)")
-    parser.add_argument("--epochs", type=int, default=3, help="epochs per run (seconds_per_epoch is their mean)")
+    parser.add_argument(
+        "--shots", type=int, default=4, help="shots per category (fewer where a category has fewer)"
+    )
+    parser.add_argument(
+        "--epochs", type=int, default=3, help="epochs per run (seconds_per_epoch is their mean)"
+    )
     parser.add_argument("--repeats", type=int, default=2, help="runs per (method, process count)")
-    parser.add_argument("--products", type=int, default=400, help="512x512 products of the ceiling measurement")
+    parser.add_argument(
+        "--products", type=int, default=400, help="512x512 products of the ceiling measurement"
+    )
     args = parser.parse_args()
 
     from benchmark.data import available_domains
@@ -105,11 +145,15 @@ def main() -> None:
     cpus = available_cpus()
     with open("/proc/loadavg") if Path("/proc/loadavg").exists() else open(os.devnull) as handle:
         load = handle.read().split()[:3]
-    print(f"cpus={cpus} load={' '.join(load) or 'n/a'} model={model} domain={domain} shots={args.shots} "
-          f"epochs={args.epochs} repeats={args.repeats}")
+    print(
+        f"cpus={cpus} load={' '.join(load) or 'n/a'} model={model} domain={domain} shots={args.shots} "
+        f"epochs={args.epochs} repeats={args.repeats}"
+    )
     threads, processes = ceiling(args.products, cpus)
-    print(f"ceiling: {args.products} products in 1 process x {cpus} threads {threads:.2f} s, in 2 processes x 1 "
-          f"thread {processes:.2f} s -> 2 processes {threads / processes:.2f}x")
+    print(
+        f"ceiling: {args.products} products in 1 process x {cpus} threads {threads:.2f} s, in 2 processes x 1 "
+        f"thread {processes:.2f} s -> 2 processes {threads / processes:.2f}x"
+    )
     print(f"{'method':<18} {'procs 1 s/epoch':>16} {'procs 2 s/epoch':>16} {'speed-up':>9}")
     for label, arguments in METHODS.items():
         best = {1: float("inf"), 2: float("inf")}

@@ -50,7 +50,9 @@ def building_seconds(batches: SplitBatches, batch_size: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", type=Path, required=True, help="a built FDRD directory")
     parser.add_argument("--model", default=None, help="CLIP folder; default: a tiny CLIP built here")
     parser.add_argument("--domain", default=None)
@@ -66,26 +68,43 @@ def main() -> None:
     if model is None:
         from benchmark.tiny import TinyClipSpec, save_tiny_clip
 
-        spec = TinyClipSpec(image_size=224, patch_size=32, vision_width=256, vision_layers=6, text_width=256,
-                            text_layers=6, heads=4, embed_dim=256)
-        model = str(save_tiny_clip(tempfile.mkdtemp(prefix="fdrd-perf-clip-"), spec, split["caption"], seed=0))
+        spec = TinyClipSpec(
+            image_size=224,
+            patch_size=32,
+            vision_width=256,
+            vision_layers=6,
+            text_width=256,
+            text_layers=6,
+            heads=4,
+            embed_dim=256,
+        )
+        model = str(
+            save_tiny_clip(tempfile.mkdtemp(prefix="fdrd-perf-clip-"), spec, split["caption"], seed=0)
+        )
     backbone = ClipBackbone.from_pretrained(model)
     shots = sample_few_shot(split, args.shots or None, seed=1, allow_fewer=True)
-    print(f"threads={torch.get_num_threads()} model={model} domain={domain} records={len(shots)} "
-          f"batch={args.batch_size} image_size={backbone.image_size} workers={args.workers}")
-    print(f"{'method':<18} {'0 workers s':>12} {f'{args.workers} workers s':>12} {'speed-up':>9} {'building s':>11}")
+    print(
+        f"threads={torch.get_num_threads()} model={model} domain={domain} records={len(shots)} "
+        f"batch={args.batch_size} image_size={backbone.image_size} workers={args.workers}"
+    )
+    print(
+        f"{'method':<18} {'0 workers s':>12} {f'{args.workers} workers s':>12} {'speed-up':>9} {'building s':>11}"
+    )
     for label, (name, overrides) in METHODS.items():
         best = {0: float("inf"), args.workers: float("inf")}
         parameters = {}
         for _ in range(args.epochs):
             for workers in (0, args.workers):
-                seconds, parameters[workers], batches = one_epoch(name, overrides, backbone, shots, args.batch_size,
-                                                                  workers)
+                seconds, parameters[workers], batches = one_epoch(
+                    name, overrides, backbone, shots, args.batch_size, workers
+                )
                 best[workers] = min(best[workers], seconds)
         same = all(torch.equal(a, b) for a, b in zip(parameters[0], parameters[args.workers], strict=True))
         building = building_seconds(batches, args.batch_size)
-        print(f"{label:<18} {best[0]:>12.2f} {best[args.workers]:>12.2f} {best[0] / best[args.workers]:>8.2f}x "
-              f"{building:>11.2f}   bit-identical parameters: {same}")
+        print(
+            f"{label:<18} {best[0]:>12.2f} {best[args.workers]:>12.2f} {best[0] / best[args.workers]:>8.2f}x "
+            f"{building:>11.2f}   bit-identical parameters: {same}"
+        )
 
 
 if __name__ == "__main__":

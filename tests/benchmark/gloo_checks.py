@@ -94,7 +94,9 @@ def main(data: Path, model: Path, out: Path) -> None:
 
         # Ranking split by row blocks.
         images, texts, owners = planted_tables(5)
-        tensors["i2t"], tensors["t2i"] = split_ranks(images, texts, owners, device=CPU, backend="torch", block_size=8)
+        tensors["i2t"], tensors["t2i"] = split_ranks(
+            images, texts, owners, device=CPU, backend="torch", block_size=8
+        )
 
         # Gradients of one global batch, for CoOp and DCAR (negatives, teacher, head, augmentation).
         for name, overrides in (("coop", {"n_ctx": 2}), ("dcar", {})):
@@ -126,10 +128,14 @@ def main(data: Path, model: Path, out: Path) -> None:
         tensors["encoded-images"], tensors["encoded-texts"] = encode_split(
             method, SplitBatches(test_split, method), device=CPU, batch_size=5
         )
-        tensors["negative-texts"] = encode_texts_once(method, list(test_split["caption"]), device=CPU, batch_size=5)
+        tensors["negative-texts"] = encode_texts_once(
+            method, list(test_split["caption"]), device=CPU, batch_size=5
+        )
 
         if collectives.is_main():
-            save_file({key: value.contiguous() for key, value in tensors.items()}, str(out / "tensors.safetensors"))
+            save_file(
+                {key: value.contiguous() for key, value in tensors.items()}, str(out / "tensors.safetensors")
+            )
             (out / "facts.json").write_text(json.dumps(facts))
 
 

@@ -44,7 +44,11 @@ TOLERANCE = {"rtol": 1e-4, "atol": 1e-6}
 
 
 def rank_environment(**extra: str) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("RANK", "LOCAL_RANK", "WORLD_SIZE"))}
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("RANK", "LOCAL_RANK", "WORLD_SIZE"))
+    }
     return {**env, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **extra}
 
 
@@ -61,8 +65,18 @@ def one_thread():
 @pytest.fixture(scope="module")
 def ranks_output(synthetic_fdrd, tiny_clip_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("gloo")
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-               str(HERE / "gloo_checks.py"), str(synthetic_fdrd), str(tiny_clip_dir), str(out)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        str(HERE / "gloo_checks.py"),
+        str(synthetic_fdrd),
+        str(tiny_clip_dir),
+        str(out),
+    ]
     done = subprocess.run(command, env=rank_environment(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-4000:]
     return load_file(str(out / "tensors.safetensors")), json.loads((out / "facts.json").read_text())
@@ -78,13 +92,16 @@ def test_ranking_split_over_ranks_is_exactly_one_process(ranks_output):
     images, texts, owners = gloo_checks.planted_tables(5)
     expected = positive_ranks(images, texts, owners, backend="torch", block_size=8)
     assert torch.equal(tensors["i2t"], expected[0]) and torch.equal(tensors["t2i"], expected[1])
-    assert (expected[0] > 1).any() and (expected[1] > 1).any()  # not a perfect ranking that any split gets right
+    assert (expected[0] > 1).any() and (
+        expected[1] > 1
+    ).any()  # not a perfect ranking that any split gets right
 
 
 @pytest.mark.parametrize("name", ["coop", "dcar"])
 @pytest.mark.parametrize("label", ["nine", "one"])
-def test_a_global_batch_over_two_ranks_has_the_single_process_gradient(ranks_output, tiny_backbone, train_split,
-                                                                        name, label):
+def test_a_global_batch_over_two_ranks_has_the_single_process_gradient(
+    ranks_output, tiny_backbone, train_split, name, label
+):
     tensors, facts = ranks_output
     rows = gloo_checks.GRADIENT_BATCHES[label]
     spec = resolve_run(name, {"n_ctx": 2} if name == "coop" else {})

@@ -68,7 +68,9 @@ def test_training_and_encoding_are_bit_identical_with_workers(tiny_backbone, tra
     results = []
     for workers in (0, 2):
         method = build("dcar", tiny_backbone, epochs=1, batch_size=8, warmup_epochs=0)
-        report = train(method, SplitBatches(train_split, method, training=True), seed=1, device=CPU, workers=workers)
+        report = train(
+            method, SplitBatches(train_split, method, training=True), seed=1, device=CPU, workers=workers
+        )
         test = load_split(synthetic_fdrd, available_domains(synthetic_fdrd)[0], "test")
         encoded = encode_split(method, SplitBatches(test, method), device=CPU, batch_size=16, workers=workers)
         parameters = [p.detach().clone() for p in method.trainable_parameters()]
@@ -78,7 +80,10 @@ def test_training_and_encoding_are_bit_identical_with_workers(tiny_backbone, tra
     assert all(torch.equal(a, b) for a, b in zip(params_a, params_b, strict=True))
     assert torch.equal(images_a, images_b) and torch.equal(texts_a, texts_b)
     untouched = build("dcar", tiny_backbone)
-    assert any(not torch.equal(a, b.detach()) for a, b in zip(params_a, untouched.trainable_parameters(), strict=True))
+    assert any(
+        not torch.equal(a, b.detach())
+        for a, b in zip(params_a, untouched.trainable_parameters(), strict=True)
+    )
 
 
 def failing(index: int):

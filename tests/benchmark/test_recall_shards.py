@@ -18,7 +18,9 @@ HAS_TRITON = importlib.util.find_spec("triton") is not None
 
 def tables(seed: int, num_images: int, extra: int, dim: int, duplicates: bool):
     generator = torch.Generator().manual_seed(seed)
-    owners = torch.cat([torch.arange(num_images), torch.randint(0, num_images, (extra,), generator=generator)])
+    owners = torch.cat(
+        [torch.arange(num_images), torch.randint(0, num_images, (extra,), generator=generator)]
+    )
     owners = owners[torch.randperm(len(owners), generator=generator)]
     while True:
         # Entries in {-1, -1/2, 0, 1/2, 1}: frequent exact ties whatever the summation order.
@@ -36,7 +38,9 @@ def summed(image, text, owners, shards: int, backend: str, block_size: int):
     image_total = torch.zeros(image.shape[0], dtype=torch.int64)
     text_total = torch.zeros(text.shape[0], dtype=torch.int64)
     for index in range(shards):
-        image_part, text_part = positive_rank_counts(image, text, owners, RowShard(index, shards), backend, block_size)
+        image_part, text_part = positive_rank_counts(
+            image, text, owners, RowShard(index, shards), backend, block_size
+        )
         image_total += image_part.cpu()
         text_total += text_part.cpu()
     return image_total + 1, text_total + 1
