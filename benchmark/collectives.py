@@ -299,8 +299,3 @@ def from_rank_zero(compute):
     if status == "error":
         raise FdrdError(payload)
     return payload
-
-
-def barrier() -> None:
-    if world_size() > 1:
-        _dist().barrier()
