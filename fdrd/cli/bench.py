@@ -65,7 +65,7 @@ def register(app: typer.Typer) -> None:
         data: Path = typer.Option(..., "--data", help="A dataset directory written by `fdrd build`."),
         domains: str = typer.Option(None, "--domains", help="Comma-separated domains; default: all of them."),
         model: str = typer.Option(
-            None, "--model", help="CLIP checkpoint: Hub id or local folder [default: openai/clip-vit-base-patch32, the paper's]."
+            None, "--model", help="CLIP checkpoint: Hub id or local folder (default: openai/clip-vit-base-patch32, the paper's)."
         ),
         shots: int = typer.Option(16, "--shots", help="Training records per category; 0 takes every record."),
         seeds: str = typer.Option("1,2,3", "--seeds", help="Comma-separated seeds; one results file each."),
@@ -92,7 +92,7 @@ def register(app: typer.Typer) -> None:
         eval_batch_size: int = typer.Option(256, "--eval-batch-size", help="Batch size for encoding splits."),
         workers: int = typer.Option(
             None, "--workers", help="Loader processes per rank that decode and augment images; 0: the main process "
-            "[default: the rank's CPUs minus one, at most 8]."
+            "(default: the rank's CPUs minus one, at most 8)."
         ),
         gpus: int = typer.Option(0, "--gpus", help="Run on N GPUs of this node: one process each, NCCL.",
                                  rich_help_panel=DISTRIBUTED),
@@ -110,7 +110,7 @@ def register(app: typer.Typer) -> None:
                                         rich_help_panel=DISTRIBUTED),
         dist_timeout: float = typer.Option(
             None, "--dist-timeout", help="Seconds a process waits for the others in one exchange before failing "
-            "[default: 900].", rich_help_panel=DISTRIBUTED,
+            "(default: 900).", rich_help_panel=DISTRIBUTED,
         ),
     ) -> None:
         """Train and evaluate METHOD on FDRD; write one results JSON per (run label, domain, seed)."""
