@@ -166,3 +166,29 @@ def test_an_encoder_that_cannot_load_is_a_named_error(tmp_path):
 
     with pytest.raises(FdrdError, match="cannot load the CLIP text encoder"):
         group_by_text_encoder(["a", "b"], str(tmp_path / "nothing-here"))
+
+
+class _Planted:
+    """Unpickling this creates the marker file: proof that a pickle was opened."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_an_encoder_with_pickled_weights_is_refused_and_never_unpickled(tmp_path):
+    import pickle
+
+    from fdrd.errors import FdrdError
+
+    folder = tmp_path / "tiny-clip"
+    _tiny_semantic_clip(folder)
+    (folder / "model.safetensors").unlink()
+    marker = tmp_path / "pwned"
+    with open(folder / "pytorch_model.bin", "wb") as handle:
+        pickle.dump({"weights": _Planted(marker)}, handle)
+    with pytest.raises(FdrdError, match="cannot load the CLIP text encoder"):
+        group_by_text_encoder(["cat", "dog"], str(folder))
+    assert not marker.exists()
