@@ -234,6 +234,19 @@ def test_the_same_table_in_two_processes(two_runs):
     assert json.loads(outputs[0])["rows"][0]["cells"]["coop"]["interval"] is not None
 
 
+def test_the_command_never_loads_torch(two_runs, tmp_path):
+    """Tables from JSON files need no torch, whose import alone takes seconds (tested in a fresh process)."""
+    script = (
+        "import sys\n"
+        "from fdrd.cli import app\n"
+        f"app(['leaderboard', {str(two_runs)!r}, '--reported', '--out', {str(tmp_path / 'board')!r}], standalone_mode=False)\n"
+        "assert 'torch' not in sys.modules, 'fdrd leaderboard imported torch'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "board" / "leaderboard.html").is_file()
+
+
 # --------------------------------------------------------------------------- refusals and errors
 def test_results_of_two_datasets_are_refused_unless_allowed(two_runs):
     write_result(two_runs, "maple", "dtd", 1, content_hash="hash-b")
