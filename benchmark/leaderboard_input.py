@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmark.metrics.bootstrap import DIRECTIONS, KS
 from fdrd.errors import FdrdError
 
+# benchmark.results.SCHEMA_NAME and SCHEMA_VERSION, repeated: that module loads `datasets` (half a second).
 RESULTS_SCHEMA = "fdrd-bench-result"
 RESULTS_SCHEMA_VERSION = 2
-DIRECTIONS = ("i2t", "t2i")
-KS = (1, 5, 10)
 # How far a recall recomputed from a file's ranks may sit from its metrics (writers may round to 0.01).
 RANKS_TOLERANCE = 0.011
 # What benchmark.methods.base.check_label lets `fdrd bench` write (repeated here: that module loads torch).

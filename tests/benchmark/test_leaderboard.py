@@ -387,3 +387,10 @@ def test_the_command_line_formats_are_the_renderers():
     from fdrd.cli.leaderboard import FORMATS as CLI_FORMATS
 
     assert CLI_FORMATS == FORMATS
+
+
+def test_the_leaderboard_reads_the_schema_bench_writes():
+    from benchmark import leaderboard_input, results
+
+    assert (leaderboard_input.RESULTS_SCHEMA, leaderboard_input.RESULTS_SCHEMA_VERSION) == (
+        results.SCHEMA_NAME, results.SCHEMA_VERSION)
