@@ -15,14 +15,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from benchmark.leaderboard import AVG, build_leaderboard
 from benchmark.leaderboard_render import render
 from benchmark.leaderboard_reported import load_reported
-from benchmark.leaderboard_stats import percentile_interval
 from fdrd.cli import app
 from fdrd.errors import FdrdError
 
@@ -216,10 +214,6 @@ def test_a_single_seed_without_ranks_carries_its_files_interval(tmp_path):
     row = cells(build_leaderboard([runs]), "i2t", "dtd", 1)
     assert row["a"].interval == (31.5, 48.5)
     assert row["b"].interval is None  # two seeds and no ranks: nothing to bootstrap from
-
-
-def test_percentile_interval_of_known_values():
-    assert percentile_interval(np.arange(101, dtype=float), 0.95) == pytest.approx((2.5, 97.5))
 
 
 def test_the_same_table_in_two_processes(two_runs):
