@@ -72,9 +72,7 @@ class CoOp(Method):
     }
 
     def __init__(self, backbone, config: CoOpConfig):
-        super().__init__(backbone, config)
-        if config.n_ctx < 1:
-            raise ValueError(f"coop: n_ctx must be >= 1, got {config.n_ctx}")
+        super().__init__(backbone, config)  # CoOpConfig refused n_ctx < 1 already
         self.ctx = nn.Parameter(initial_context(backbone, config.n_ctx, config.ctx_init, config.ctx_init_std))
 
     @property
