@@ -5,7 +5,8 @@ run label, method, named variant, preset and --set overrides, the resolved confi
 departures, model, dataset (content hash), the shots actually drawn per category, the metrics with 95%
 bootstrap intervals and the per-item ranks they come from, hard-negative accuracy by kind, the recall
 backend, timings, what training did, git sha, versions and device. docs/benchmark.md documents every
-field; `load_results` is what the leaderboard reads.
+field; `load_results` reads them back (the leaderboard has its own reader, benchmark/leaderboard_input.py,
+which keeps only what a table needs).
 
 Summaries are keyed by run label: the mean over seeds per domain and the paper's AVG over domains,
 each with an interval bootstrapped over test items and seeds (benchmark/metrics/bootstrap.py).
@@ -52,7 +53,6 @@ TIMING_KEYS = ("train_seconds", "seconds_per_epoch", "train_images_per_second", 
                "eval_images_per_second", "feature_cache_seconds")
 TRAINING_KEYS = ("epochs", "steps", "loss_per_epoch", "resumed_from_epoch", "precision", "augment", "feature_cache")
 ITEM_INTERVALS = "percentile bootstrap over test items"
-SUMMARY_INTERVALS = "percentile bootstrap over test items and seeds"
 
 
 def result_path(out_dir: str | Path, run_label: str, domain: str, seed: int) -> Path:

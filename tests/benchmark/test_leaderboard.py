@@ -1,6 +1,7 @@
 """The leaderboard's numbers against values worked out by hand: mean ± std over seeds, AVG over domains,
-best per row, the paper's reported numbers and differences, the bootstrap intervals (against a slow
-loop on the same draws), the refusal to mix datasets or backbones, and every format parsed back.
+best per row, the paper's reported numbers and differences, the bootstrap intervals of cells and AVG rows
+(the resampling itself is tested in test_bootstrap.py), the refusal to mix datasets or backbones, and every
+format parsed back.
 
 Results files are written here by hand in schema v2, never by `fdrd bench`.
 """
