@@ -34,7 +34,9 @@ class RunResult:
     path: Path
     run_label: str
     method: str
-    published_recipe: bool  # no named variant, preset or --set override: comparable with a paper's number
+    # No preset, no --set override and no named variant other than the method itself (`fdrd bench dcar` records
+    # named_variant "dcar": the plain method heads its family of ablations): comparable with a paper's number.
+    published_recipe: bool
     domain: str
     seed: int
     model: tuple[str, str | None]  # (id, revision)
@@ -112,11 +114,13 @@ def parse_result(path: Path, payload: dict[str, Any]) -> RunResult:
     model = _object(path, "model", payload.get("model"))
     revision = model.get("revision")
     dataset = _object(path, "dataset", payload.get("dataset"))
+    method = _text(path, "method", payload.get("method"), 100)
     result = RunResult(
         path=path,
         run_label=run_label,
-        method=_text(path, "method", payload.get("method"), 100),
-        published_recipe=payload.get("named_variant") is None and payload.get("preset") is None and not payload.get("overrides"),
+        method=method,
+        published_recipe=payload.get("named_variant") in (None, method) and payload.get("preset") is None
+        and not payload.get("overrides"),
         domain=_text(path, "domain", payload.get("domain"), 100),
         seed=seed,
         model=(_text(path, "model.id", model.get("id")), None if revision is None else _text(path, "model.revision", revision)),

@@ -168,6 +168,20 @@ def test_reported_columns_sit_beside_the_published_recipe_with_the_difference(tm
     assert any("coop+quick is not compared" in note for note in board.notes)
 
 
+def test_plain_dcar_is_compared_with_the_paper_and_its_ablations_are_not(tmp_path):
+    from benchmark.methods.base import resolve_run
+
+    runs = tmp_path / "runs"
+    for name in ("dcar", "dcar-novisual"):  # what `fdrd bench NAME` records as its named variant
+        write_result(runs, name, "oxford_pets", 1, method="dcar", named_variant=resolve_run(name).named_variant)
+    board = build_leaderboard([runs], reported=True)
+    labels = [c.label for c in board.columns]
+    assert labels[:3] == ["dcar", "DCAR (reported)", "Δ dcar"] and "Δ dcar-novisual" not in labels
+    assert cells(board, "i2t", "oxford_pets", 1)["difference:dcar"].mean is not None
+    assert [n for n in board.notes if "not compared" in n] == [
+        "dcar-novisual is not compared with the paper: it runs a named variant, preset or --set overrides"]
+
+
 def test_reported_avg_when_the_table_has_the_papers_nine_domains(tmp_path):
     runs = tmp_path / "runs"
     for index, domain in enumerate(PAPER_NINE):

@@ -97,6 +97,16 @@ def test_two_methods_cannot_claim_one_variant_name(family):
         base.register_method(Thief)
 
 
+def test_the_variant_named_like_its_method_cannot_change_it():
+    class Odd(Family):
+        name: ClassVar[str] = "odd-under-test"
+        named_variants: ClassVar[dict[str, dict[str, Any]]] = {"odd-under-test": {"beta": 0.5}}
+
+    with pytest.raises(ValueError, match="variant named like the method must have no overrides"):
+        base.register_method(Odd)
+    assert "odd-under-test" not in base._REGISTRY
+
+
 @pytest.mark.parametrize(
     "overrides, message",
     [
