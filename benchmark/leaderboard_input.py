@@ -23,8 +23,9 @@ from fdrd.errors import FdrdError
 # benchmark.results.SCHEMA_NAME and SCHEMA_VERSION, repeated: that module loads `datasets` (half a second).
 RESULTS_SCHEMA = "fdrd-bench-result"
 RESULTS_SCHEMA_VERSION = 2
-# How far a recall recomputed from a file's ranks may sit from its metrics (writers may round to 0.01).
-RANKS_TOLERANCE = 0.011
+# How far a recall may sit from what the file's ranks give, or outside the file's own interval for it
+# (writers may round to 0.01).
+TOLERANCE = 0.011
 # What benchmark.methods.base.check_label lets `fdrd bench` write (repeated here: that module loads torch).
 RUN_LABEL = re.compile(r"^[A-Za-z0-9_+-][A-Za-z0-9._+-]{0,99}$")
 
@@ -135,11 +136,15 @@ def parse_result(path: Path, payload: dict[str, Any]) -> RunResult:
                 # The ranks must be the ones the metrics came from, or their intervals describe something else.
                 ranks = result.ranks[direction]
                 from_ranks = 100.0 * sum(r <= k for r in ranks) / len(ranks)
-                if abs(from_ranks - recall[direction, k]) > RANKS_TOLERANCE:
+                if abs(from_ranks - recall[direction, k]) > TOLERANCE:
                     raise _fail(path, f"metrics.{direction}_r{k} is {recall[direction, k]} but its ranks give {from_ranks:.4f}")
             interval = (payload.get("intervals") or {}).get(f"{direction}_r{k}")
             if isinstance(interval, list) and len(interval) == 2:
                 low, high = (_number(path, f"intervals.{direction}_r{k}", v) for v in interval)
+                if not low - TOLERANCE <= recall[direction, k] <= high + TOLERANCE:
+                    # An interval is drawn around its value (an error bar cannot be negative).
+                    raise _fail(path, f"intervals.{direction}_r{k} [{low}, {high}] does not hold metrics.{direction}_r{k} "
+                                      f"{recall[direction, k]}")
                 result.file_intervals[direction, k] = (low, high)
     return result
 

@@ -231,6 +231,14 @@ def test_a_single_seed_without_ranks_carries_its_files_interval(tmp_path):
     assert row["b"].interval is None  # two seeds and no ranks: nothing to bootstrap from
 
 
+def test_an_interval_rounded_past_its_value_still_draws(tmp_path):
+    runs = tmp_path / "runs"
+    write_result(runs, "a", "dtd", 1, ranks=False, intervals={"i2t_r1": [40.004, 48.5]})  # R@1 is 40.0
+    board = build_leaderboard([runs])
+    assert cells(board, "i2t", "dtd", 1)["a"].interval == (40.004, 48.5)
+    assert "<img" in render(board, "html")
+
+
 def test_the_same_table_in_two_processes(two_runs):
     outputs = [
         subprocess.run(
@@ -293,6 +301,9 @@ def test_no_results_is_an_error_naming_the_folders(tmp_path):
         ({"run_label": "../../etc"}, "run_label"),
         ({"ranks": {"i2t": [1, 0], "t2i": [1]}}, "ranks.i2t"),
         ({"hard_negatives": {"category": {"accuracy": 140}}}, "hard_negatives.category.accuracy"),
+        # i2t R@1 is 40: an interval that does not hold it (or is upside down) cannot be drawn around it.
+        ({"intervals": {"i2t_r1": [60.0, 70.0]}}, "intervals.i2t_r1 [60.0, 70.0] does not hold metrics.i2t_r1 40.0"),
+        ({"intervals": {"i2t_r1": [50.0, 30.0]}}, "intervals.i2t_r1 [50.0, 30.0] does not hold"),
     ],
 )
 def test_a_broken_results_file_is_named(tmp_path, change, complaint):
