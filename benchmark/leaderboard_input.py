@@ -8,7 +8,6 @@ broken is an FdrdError naming the file and the field, never a traceback from dee
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections import defaultdict
@@ -19,6 +18,7 @@ from typing import Any
 
 from benchmark.metrics.bootstrap import DIRECTIONS, KS
 from fdrd.errors import FdrdError
+from fdrd.untrusted import read_json_file
 
 # benchmark.results.SCHEMA_NAME and SCHEMA_VERSION, repeated: that module loads `datasets` (half a second).
 RESULTS_SCHEMA = "fdrd-bench-result"
@@ -48,8 +48,11 @@ class RunResult:
     hard_negatives: dict[str, float | None] = field(default_factory=dict)  # kind -> accuracy (percent) or None
 
 
+REREAD = "rerun that seed with `fdrd bench` or remove the file"
+
+
 def _fail(path: Path, message: str) -> FdrdError:
-    return FdrdError(f"{path}: {message}; rerun that seed with `fdrd bench` or remove the file")
+    return FdrdError(f"{path}: {message}; {REREAD}")
 
 
 def _number(path: Path, where: str, value: Any, low: float = 0.0, high: float = 100.0) -> float:
@@ -149,13 +152,6 @@ def parse_result(path: Path, payload: dict[str, Any]) -> RunResult:
     return result
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise FdrdError(f"{path}: not valid JSON ({error}); delete it and rerun that seed") from error
-
-
 def read_results(paths: Sequence[str | Path]) -> list[RunResult]:
     """Every results file in `paths` (folders are searched recursively; other JSON files there are
     skipped), sorted by run label, domain and seed. A file named explicitly must be a results file.
@@ -171,7 +167,7 @@ def read_results(paths: Sequence[str | Path]) -> list[RunResult]:
         for path in candidates:
             if path.resolve() in found:
                 continue  # the same file named twice (a folder and a file inside it)
-            payload = _read_json(path) if explicit or path.name.startswith("seed-") else _maybe_json(path)
+            payload = read_json_file(path, REREAD) if explicit or path.name.startswith("seed-") else _maybe_json(path)
             if not isinstance(payload, dict) or payload.get("schema") != RESULTS_SCHEMA:
                 if explicit:
                     raise FdrdError(f"{path}: not a results file of `fdrd bench` (its schema is not {RESULTS_SCHEMA!r})")
@@ -196,8 +192,8 @@ def read_results(paths: Sequence[str | Path]) -> list[RunResult]:
 def _maybe_json(path: Path) -> Any:
     """Other JSON files in a runs folder (checkpoint pointers, manifests) may be anything: skip the broken."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        return read_json_file(path, REREAD)
+    except FdrdError:
         return None
 
 

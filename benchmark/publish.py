@@ -11,7 +11,6 @@ is the command line's job (fdrd/cli/publish.py): benchmark/ never imports builde
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from pathlib import Path
 from benchmark.leaderboard import LEADERBOARD_SCHEMA
 from fdrd.errors import FdrdError
 from fdrd.manifest import MANIFEST_FORMAT, MANIFEST_NAME, read_manifest
+from fdrd.untrusted import read_json_file
 
 CARD_NAME = "README.md"
 LEADERBOARD_FILE = "leaderboard.json"
@@ -94,10 +94,9 @@ def _check_dataset(folder: Path) -> str:
 
 
 def _check_leaderboard(folder: Path) -> str:
-    path = folder / LEADERBOARD_FILE
     try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        payload = read_json_file(folder / LEADERBOARD_FILE, "")
+    except FdrdError:  # missing or broken: said below as "not a leaderboard folder"
         payload = None
     if not isinstance(payload, dict) or payload.get("schema") != LEADERBOARD_SCHEMA:
         raise FdrdError(

@@ -14,7 +14,6 @@ each with an interval bootstrapped over test items and seeds (benchmark/metrics/
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from collections import defaultdict
@@ -35,6 +34,7 @@ from benchmark.metrics.bootstrap import (
 from fdrd.errors import FdrdError
 from fdrd.manifest import write_json_atomic
 from fdrd.schema import NEGATIVE_KINDS
+from fdrd.untrusted import read_json_file
 
 SCHEMA_NAME = "fdrd-bench-result"
 SCHEMA_VERSION = 2
@@ -148,11 +148,11 @@ def load_results(directory: str | Path) -> list[dict[str, Any]]:
     results = []
     for path in sorted(directory.rglob("*.json")):
         try:
-            payload = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:
+            payload = read_json_file(path, "delete it and rerun that seed")
+        except FdrdError:
             if path.name.startswith("seed-"):
-                raise FdrdError(f"{path}: not valid JSON ({error}); delete it and rerun that seed") from error
-            continue
+                raise
+            continue  # another JSON file of the folder (a checkpoint pointer, ...) that does not parse
         if not isinstance(payload, dict) or payload.get("schema") != SCHEMA_NAME:
             continue
         problems = validate_result(payload)

@@ -314,6 +314,19 @@ def test_a_broken_results_file_is_named(tmp_path, change, complaint):
     assert str(path) in str(broken.value) and complaint in str(broken.value)
 
 
+@pytest.mark.parametrize("content", ["[" * 100_000 + "]" * 100_000, '{"seed": ' + "1" * 5000 + "}", "{ half",
+                                     '{"run_label": "coop\\u0000"}'])
+def test_hostile_json_is_named_in_a_results_file_and_skipped_elsewhere(tmp_path, content):
+    runs = tmp_path / "runs"
+    write_result(runs, "coop", "dtd", 1)
+    (runs / "coop" / "latest.json").write_text(content)  # another JSON file of the folder: skipped
+    assert cells(build_leaderboard([runs]), "i2t", "dtd", 1)["coop"].mean == pytest.approx(40)
+    path = runs / "coop" / "dtd" / "seed-2.json"
+    path.write_text(content)
+    with pytest.raises(FdrdError, match="seed-2.json: .*rerun that seed"):
+        build_leaderboard([runs])
+
+
 def test_ranks_that_disagree_with_the_metrics_are_refused(tmp_path):
     path = write_result(tmp_path / "runs", "coop", "dtd", 1)
     payload = json.loads(path.read_text())

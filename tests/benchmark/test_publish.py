@@ -266,6 +266,10 @@ def test_a_folder_of_the_wrong_kind_is_refused(tmp_path, board):
     (board / "README.md").unlink()
     with pytest.raises(FdrdError, match="no README.md"):
         plan_upload("leaderboard", board, "my-lab/fdrd")
+    for hostile in ("[" * 100_000 + "]" * 100_000, '{"schema": ' + "1" * 5000 + "}"):
+        (board / "leaderboard.json").write_text(hostile)
+        with pytest.raises(FdrdError, match="not a leaderboard folder"):
+            plan_upload("leaderboard", board, "my-lab/fdrd")
 
 
 def test_a_link_in_the_folder_is_refused(board, tmp_path):
