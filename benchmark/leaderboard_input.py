@@ -27,7 +27,7 @@ RESULTS_SCHEMA_VERSION = 2
 # (writers may round to 0.01).
 TOLERANCE = 0.011
 # What benchmark.methods.base.check_label lets `fdrd bench` write (repeated here: that module loads torch).
-RUN_LABEL = re.compile(r"^[A-Za-z0-9_+-][A-Za-z0-9._+-]{0,99}$")
+RUN_LABEL = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9._+-]{0,99}")  # fullmatch: "$" would let a final newline in
 
 
 @dataclass
@@ -108,7 +108,7 @@ def parse_result(path: Path, payload: dict[str, Any]) -> RunResult:
             path, f"results schema version {payload.get('schema_version')!r}, the leaderboard reads {RESULTS_SCHEMA_VERSION}"
         )
     run_label = payload.get("run_label")
-    if not isinstance(run_label, str) or not RUN_LABEL.match(run_label):
+    if not isinstance(run_label, str) or not RUN_LABEL.fullmatch(run_label):
         raise _fail(path, f"run_label is {str(run_label)[:60]!r}, expected letters, digits and . _ + - (at most 100)")
     seed = payload.get("seed")
     if not isinstance(seed, int) or isinstance(seed, bool):

@@ -427,3 +427,22 @@ def test_the_leaderboard_reads_the_schema_bench_writes():
 
     assert (leaderboard_input.RESULTS_SCHEMA, leaderboard_input.RESULTS_SCHEMA_VERSION) == (
         results.SCHEMA_NAME, results.SCHEMA_VERSION)
+
+
+@pytest.mark.parametrize("label", ["coop", "dcar-novisual+quick+1a2b3c4d", "x.y", "_x", "-x", "a" * 100, "a" * 101,
+                                   ".hidden", "", "a/b", "a b", "..", "é", "coop\n"])
+def test_the_leaderboard_reads_exactly_the_labels_bench_can_write(tmp_path, label):
+    from benchmark.methods.base import check_label
+
+    try:
+        check_label(label)
+        writable = True
+    except FdrdError:
+        writable = False
+    write_result(tmp_path / "runs", "folder", "dtd", 1, run_label=label)
+    try:
+        board = build_leaderboard([tmp_path / "runs"])
+    except FdrdError as error:
+        assert not writable and "run_label" in str(error)
+    else:
+        assert writable and list(board.runs) == [label]
