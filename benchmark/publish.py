@@ -25,7 +25,7 @@ CARD_NAME = "README.md"
 LEADERBOARD_FILE = "leaderboard.json"
 REPO_TYPE = "dataset"
 # Hub repo names: letters, digits, "-", "_", "." (not first, no "--" or ".."), at most 96 characters.
-REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")  # fullmatch: "$" passes a final newline
 # Paths with a component starting with "." (.cache, .git, a build's temporary files) never go up.
 # fnmatch's "*" crosses "/", so these two patterns catch such a component at any depth.
 HIDDEN_PATTERNS = [".*", "*/.*"]
@@ -53,7 +53,7 @@ class UploadPlan:
 
 
 def check_repo_id(repo: str) -> str:
-    if not REPO_ID.match(repo) or "--" in repo or ".." in repo or len(repo) > 96 or repo.endswith(".git"):
+    if not REPO_ID.fullmatch(repo) or "--" in repo or ".." in repo or len(repo) > 96 or repo.endswith(".git"):
         raise FdrdError(
             f"--repo {repo!r}: expected ORG/NAME (your user or organization, a slash, the repo name; letters, digits, "
             "'-', '_', '.'), e.g. --repo my-lab/fdrd"

@@ -243,7 +243,8 @@ def test_a_missing_token_is_named(board, hub, no_stored_token):
     assert hub.requests == []
 
 
-@pytest.mark.parametrize("repo", ["fdrd", "my-lab/fdrd/extra", "my lab/fdrd", "my-lab/", "/fdrd", "my-lab/fd--rd", "../fdrd", "my-lab/.fdrd"])
+@pytest.mark.parametrize("repo", ["fdrd", "my-lab/fdrd/extra", "my lab/fdrd", "my-lab/", "/fdrd", "my-lab/fd--rd", "../fdrd", "my-lab/.fdrd",
+                                  "my-lab/fdrd\n"])
 def test_a_repo_name_that_is_not_org_slash_name_is_refused(repo):
     with pytest.raises(FdrdError, match="expected ORG/NAME"):
         check_repo_id(repo)
