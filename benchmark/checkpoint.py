@@ -158,6 +158,7 @@ def write_state(epoch_dir: Path, state: dict[str, Any]) -> None:
 
 def read_state(epoch_dir: str | Path) -> dict[str, Any]:
     """The state written by write_state; FdrdError naming the folder when it is missing or damaged."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     epoch_dir = Path(epoch_dir)
@@ -169,17 +170,14 @@ def read_state(epoch_dir: str | Path) -> dict[str, Any]:
     try:
         tensors = load_file(str(epoch_dir / STATE_TENSORS_NAME))
         state = decode_state(json.loads((epoch_dir / STATE_NAME).read_text(encoding="utf-8")), tensors)
-    except (OSError, ValueError, RecursionError, UnicodeDecodeError) as error:
-        # safetensors reports a damaged file as SafetensorError, a ValueError; _BadState is one too.
+    except SafetensorError as error:  # a damaged file (an Exception, not a ValueError)
+        raise FdrdError(f"{epoch_dir / STATE_TENSORS_NAME}: not a safetensors file ({error}); delete this epoch "
+                        "folder or run without --resume") from error
+    except (OSError, ValueError, RecursionError, UnicodeDecodeError) as error:  # _BadState is a ValueError
         raise FdrdError(
             f"{epoch_dir}: unreadable checkpoint state ({type(error).__name__}: {str(error)[:200]}); delete this "
             "epoch folder to resume from an earlier one, or run without --resume"
         ) from error
-    except Exception as error:
-        if type(error).__name__ != "SafetensorError":
-            raise
-        raise FdrdError(f"{epoch_dir / STATE_TENSORS_NAME}: not a safetensors file ({error}); delete this epoch "
-                        "folder or run without --resume") from error
     if not isinstance(state, dict):
         raise FdrdError(f"{epoch_dir / STATE_NAME}: not a checkpoint state (a JSON object); delete the folder")
     return state
@@ -226,6 +224,7 @@ def latest_checkpoint(directory: str | Path) -> dict[str, Any] | None:
 
 def load_checkpoint(directory: str | Path, fingerprint: str, method) -> dict[str, Any]:
     """Load the latest checkpoint's parameters into `method`; return its state (optimizer, RNG, ...)."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     directory = Path(directory)
@@ -241,7 +240,7 @@ def load_checkpoint(directory: str | Path, fingerprint: str, method) -> dict[str
     state = read_state(epoch_dir)
     try:
         parameters = load_file(str(epoch_dir / PARAMETERS_NAME))
-    except Exception as error:  # OSError, or safetensors' own SafetensorError for a damaged file
+    except (OSError, SafetensorError) as error:
         raise FdrdError(f"{epoch_dir}: unreadable checkpoint ({error}); delete it to resume from an earlier one") from error
     expected = trainable_state(method)
     if set(parameters) != set(expected):

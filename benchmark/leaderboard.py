@@ -29,8 +29,8 @@ from benchmark.leaderboard_reported import (
     PAPER_METHODS,
     load_reported,
 )
-from benchmark.leaderboard_stats import IntervalSettings, cell_generator, mean_std, percentile_interval
-from benchmark.metrics.bootstrap import RECALL_FIGURES, domain_replicates
+from benchmark.leaderboard_stats import IntervalSettings, cell_generator, mean_std
+from benchmark.metrics.bootstrap import RECALL_FIGURES, domain_replicates, percentile_interval
 from fdrd.errors import FdrdError
 
 AVG = "AVG"

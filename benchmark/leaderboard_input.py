@@ -8,7 +8,6 @@ broken is an FdrdError naming the file and the field, never a traceback from dee
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections import defaultdict
@@ -17,16 +16,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmark.metrics.bootstrap import DIRECTIONS, KS
 from fdrd.errors import FdrdError
+from fdrd.untrusted import read_json_file
 
+# benchmark.results.SCHEMA_NAME and SCHEMA_VERSION, repeated: that module loads `datasets` (half a second).
 RESULTS_SCHEMA = "fdrd-bench-result"
 RESULTS_SCHEMA_VERSION = 2
-DIRECTIONS = ("i2t", "t2i")
-KS = (1, 5, 10)
-# How far a recall recomputed from a file's ranks may sit from its metrics (writers may round to 0.01).
-RANKS_TOLERANCE = 0.011
+# How far a recall may sit from what the file's ranks give, or outside the file's own interval for it
+# (writers may round to 0.01).
+TOLERANCE = 0.011
 # What benchmark.methods.base.check_label lets `fdrd bench` write (repeated here: that module loads torch).
-RUN_LABEL = re.compile(r"^[A-Za-z0-9_+-][A-Za-z0-9._+-]{0,99}$")
+RUN_LABEL = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9._+-]{0,99}")  # fullmatch: "$" would let a final newline in
 
 
 @dataclass
@@ -34,7 +35,9 @@ class RunResult:
     path: Path
     run_label: str
     method: str
-    published_recipe: bool  # no named variant, preset or --set override: comparable with a paper's number
+    # No preset, no --set override and no named variant other than the method itself (`fdrd bench dcar` records
+    # named_variant "dcar": the plain method heads its family of ablations): comparable with a paper's number.
+    published_recipe: bool
     domain: str
     seed: int
     model: tuple[str, str | None]  # (id, revision)
@@ -45,8 +48,11 @@ class RunResult:
     hard_negatives: dict[str, float | None] = field(default_factory=dict)  # kind -> accuracy (percent) or None
 
 
+REREAD = "rerun that seed with `fdrd bench` or remove the file"
+
+
 def _fail(path: Path, message: str) -> FdrdError:
-    return FdrdError(f"{path}: {message}; rerun that seed with `fdrd bench` or remove the file")
+    return FdrdError(f"{path}: {message}; {REREAD}")
 
 
 def _number(path: Path, where: str, value: Any, low: float = 0.0, high: float = 100.0) -> float:
@@ -102,7 +108,7 @@ def parse_result(path: Path, payload: dict[str, Any]) -> RunResult:
             path, f"results schema version {payload.get('schema_version')!r}, the leaderboard reads {RESULTS_SCHEMA_VERSION}"
         )
     run_label = payload.get("run_label")
-    if not isinstance(run_label, str) or not RUN_LABEL.match(run_label):
+    if not isinstance(run_label, str) or not RUN_LABEL.fullmatch(run_label):
         raise _fail(path, f"run_label is {str(run_label)[:60]!r}, expected letters, digits and . _ + - (at most 100)")
     seed = payload.get("seed")
     if not isinstance(seed, int) or isinstance(seed, bool):
@@ -112,11 +118,13 @@ def parse_result(path: Path, payload: dict[str, Any]) -> RunResult:
     model = _object(path, "model", payload.get("model"))
     revision = model.get("revision")
     dataset = _object(path, "dataset", payload.get("dataset"))
+    method = _text(path, "method", payload.get("method"), 100)
     result = RunResult(
         path=path,
         run_label=run_label,
-        method=_text(path, "method", payload.get("method"), 100),
-        published_recipe=payload.get("named_variant") is None and payload.get("preset") is None and not payload.get("overrides"),
+        method=method,
+        published_recipe=payload.get("named_variant") in (None, method) and payload.get("preset") is None
+        and not payload.get("overrides"),
         domain=_text(path, "domain", payload.get("domain"), 100),
         seed=seed,
         model=(_text(path, "model.id", model.get("id")), None if revision is None else _text(path, "model.revision", revision)),
@@ -131,20 +139,17 @@ def parse_result(path: Path, payload: dict[str, Any]) -> RunResult:
                 # The ranks must be the ones the metrics came from, or their intervals describe something else.
                 ranks = result.ranks[direction]
                 from_ranks = 100.0 * sum(r <= k for r in ranks) / len(ranks)
-                if abs(from_ranks - recall[direction, k]) > RANKS_TOLERANCE:
+                if abs(from_ranks - recall[direction, k]) > TOLERANCE:
                     raise _fail(path, f"metrics.{direction}_r{k} is {recall[direction, k]} but its ranks give {from_ranks:.4f}")
             interval = (payload.get("intervals") or {}).get(f"{direction}_r{k}")
             if isinstance(interval, list) and len(interval) == 2:
                 low, high = (_number(path, f"intervals.{direction}_r{k}", v) for v in interval)
+                if not low - TOLERANCE <= recall[direction, k] <= high + TOLERANCE:
+                    # An interval is drawn around its value (an error bar cannot be negative).
+                    raise _fail(path, f"intervals.{direction}_r{k} [{low}, {high}] does not hold metrics.{direction}_r{k} "
+                                      f"{recall[direction, k]}")
                 result.file_intervals[direction, k] = (low, high)
     return result
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise FdrdError(f"{path}: not valid JSON ({error}); delete it and rerun that seed") from error
 
 
 def read_results(paths: Sequence[str | Path]) -> list[RunResult]:
@@ -162,7 +167,7 @@ def read_results(paths: Sequence[str | Path]) -> list[RunResult]:
         for path in candidates:
             if path.resolve() in found:
                 continue  # the same file named twice (a folder and a file inside it)
-            payload = _read_json(path) if explicit or path.name.startswith("seed-") else _maybe_json(path)
+            payload = read_json_file(path, REREAD) if explicit or path.name.startswith("seed-") else _maybe_json(path)
             if not isinstance(payload, dict) or payload.get("schema") != RESULTS_SCHEMA:
                 if explicit:
                     raise FdrdError(f"{path}: not a results file of `fdrd bench` (its schema is not {RESULTS_SCHEMA!r})")
@@ -187,8 +192,8 @@ def read_results(paths: Sequence[str | Path]) -> list[RunResult]:
 def _maybe_json(path: Path) -> Any:
     """Other JSON files in a runs folder (checkpoint pointers, manifests) may be anything: skip the broken."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        return read_json_file(path, REREAD)
+    except FdrdError:
         return None
 
 

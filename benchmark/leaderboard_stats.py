@@ -18,11 +18,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from benchmark.metrics.bootstrap import DEFAULT_LEVEL, DEFAULT_RESAMPLES
+
 
 @dataclass(frozen=True)
 class IntervalSettings:
-    level: float = 0.95  # the usual two-sided 95%, as results files carry
-    resamples: int = 1000  # enough for stable 2.5/97.5 percentiles at a table's 2 decimals
+    level: float = DEFAULT_LEVEL  # the usual two-sided 95%, as results files carry
+    resamples: int = DEFAULT_RESAMPLES  # 1000: enough for stable 2.5/97.5 percentiles at a table's 2 decimals
     salt: str = "fdrd-leaderboard"  # seeds every cell's generator from its name (stable across processes)
 
     def describe(self) -> dict[str, object]:
@@ -43,9 +45,3 @@ def cell_generator(settings: IntervalSettings, *names: str) -> np.random.Generat
     """A generator seeded from the cell's names by sha256 (Python's hash() changes per process)."""
     digest = hashlib.sha256("/".join((settings.salt, *names)).encode()).digest()
     return np.random.default_rng(int.from_bytes(digest[:8], "little"))
-
-
-def percentile_interval(replicates: np.ndarray, level: float) -> tuple[float, float]:
-    tail = (1.0 - level) / 2.0 * 100.0
-    low, high = np.percentile(replicates, [tail, 100.0 - tail])
-    return float(low), float(high)

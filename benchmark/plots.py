@@ -34,8 +34,9 @@ def _bars(axes, groups: list[str], rows: list[Row], runs: list[str]) -> None:
     for index, run in enumerate(runs):
         cells = [row.cells[run] for row in rows]
         heights = [c.mean if c.mean is not None else np.nan for c in cells]
-        low = [c.mean - c.interval[0] if c.interval and c.mean is not None else 0.0 for c in cells]
-        high = [c.interval[1] - c.mean if c.interval and c.mean is not None else 0.0 for c in cells]
+        # An interval holds its mean up to float rounding (the input is checked); a bar length cannot be negative.
+        low = [max(0.0, c.mean - c.interval[0]) if c.interval and c.mean is not None else 0.0 for c in cells]
+        high = [max(0.0, c.interval[1] - c.mean) if c.interval and c.mean is not None else 0.0 for c in cells]
         errors = [low, high] if any(c.interval for c in cells) else None
         axes.bar(positions + (index - (len(runs) - 1) / 2) * width, heights, width, label=run, yerr=errors, capsize=2)
     axes.set_xticks(positions, groups, rotation=30, ha="right")

@@ -299,7 +299,7 @@ def clean_stale_staging(parent: Path, holding: str) -> list[Path]:
     by_key: dict[str, list[Path]] = {}
     for path in parent.glob(".*-*"):
         key = path.name[1:].split("-", 1)[0]
-        if path.is_dir() and len(key) == 20 and all(c in "0123456789abcdef" for c in key):
+        if path.is_dir() and len(key) == len(holding) and all(c in "0123456789abcdef" for c in key):
             by_key.setdefault(key, []).append(path)
     for key, folders in sorted(by_key.items()):
         try:

@@ -11,7 +11,6 @@ is the command line's job (fdrd/cli/publish.py): benchmark/ never imports builde
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass
@@ -20,12 +19,13 @@ from pathlib import Path
 from benchmark.leaderboard import LEADERBOARD_SCHEMA
 from fdrd.errors import FdrdError
 from fdrd.manifest import MANIFEST_FORMAT, MANIFEST_NAME, read_manifest
+from fdrd.untrusted import read_json_file
 
 CARD_NAME = "README.md"
 LEADERBOARD_FILE = "leaderboard.json"
 REPO_TYPE = "dataset"
 # Hub repo names: letters, digits, "-", "_", "." (not first, no "--" or ".."), at most 96 characters.
-REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")  # fullmatch: "$" passes a final newline
 # Paths with a component starting with "." (.cache, .git, a build's temporary files) never go up.
 # fnmatch's "*" crosses "/", so these two patterns catch such a component at any depth.
 HIDDEN_PATTERNS = [".*", "*/.*"]
@@ -53,7 +53,7 @@ class UploadPlan:
 
 
 def check_repo_id(repo: str) -> str:
-    if not REPO_ID.match(repo) or "--" in repo or ".." in repo or len(repo) > 96 or repo.endswith(".git"):
+    if not REPO_ID.fullmatch(repo) or "--" in repo or ".." in repo or len(repo) > 96 or repo.endswith(".git"):
         raise FdrdError(
             f"--repo {repo!r}: expected ORG/NAME (your user or organization, a slash, the repo name; letters, digits, "
             "'-', '_', '.'), e.g. --repo my-lab/fdrd"
@@ -94,10 +94,9 @@ def _check_dataset(folder: Path) -> str:
 
 
 def _check_leaderboard(folder: Path) -> str:
-    path = folder / LEADERBOARD_FILE
     try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        payload = read_json_file(folder / LEADERBOARD_FILE, "")
+    except FdrdError:  # missing or broken: said below as "not a leaderboard folder"
         payload = None
     if not isinstance(payload, dict) or payload.get("schema") != LEADERBOARD_SCHEMA:
         raise FdrdError(

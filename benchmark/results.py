@@ -5,7 +5,8 @@ run label, method, named variant, preset and --set overrides, the resolved confi
 departures, model, dataset (content hash), the shots actually drawn per category, the metrics with 95%
 bootstrap intervals and the per-item ranks they come from, hard-negative accuracy by kind, the recall
 backend, timings, what training did, git sha, versions and device. docs/benchmark.md documents every
-field; `load_results` is what the leaderboard reads.
+field; `load_results` reads them back (the leaderboard has its own reader, benchmark/leaderboard_input.py,
+which keeps only what a table needs).
 
 Summaries are keyed by run label: the mean over seeds per domain and the paper's AVG over domains,
 each with an interval bootstrapped over test items and seeds (benchmark/metrics/bootstrap.py).
@@ -13,7 +14,6 @@ each with an interval bootstrapped over test items and seeds (benchmark/metrics/
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from collections import defaultdict
@@ -34,6 +34,7 @@ from benchmark.metrics.bootstrap import (
 from fdrd.errors import FdrdError
 from fdrd.manifest import write_json_atomic
 from fdrd.schema import NEGATIVE_KINDS
+from fdrd.untrusted import read_json_file
 
 SCHEMA_NAME = "fdrd-bench-result"
 SCHEMA_VERSION = 2
@@ -52,7 +53,6 @@ TIMING_KEYS = ("train_seconds", "seconds_per_epoch", "train_images_per_second", 
                "eval_images_per_second", "feature_cache_seconds")
 TRAINING_KEYS = ("epochs", "steps", "loss_per_epoch", "resumed_from_epoch", "precision", "augment", "feature_cache")
 ITEM_INTERVALS = "percentile bootstrap over test items"
-SUMMARY_INTERVALS = "percentile bootstrap over test items and seeds"
 
 
 def result_path(out_dir: str | Path, run_label: str, domain: str, seed: int) -> Path:
@@ -148,11 +148,11 @@ def load_results(directory: str | Path) -> list[dict[str, Any]]:
     results = []
     for path in sorted(directory.rglob("*.json")):
         try:
-            payload = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:
+            payload = read_json_file(path, "delete it and rerun that seed")
+        except FdrdError:
             if path.name.startswith("seed-"):
-                raise FdrdError(f"{path}: not valid JSON ({error}); delete it and rerun that seed") from error
-            continue
+                raise
+            continue  # another JSON file of the folder (a checkpoint pointer, ...) that does not parse
         if not isinstance(payload, dict) or payload.get("schema") != SCHEMA_NAME:
             continue
         problems = validate_result(payload)

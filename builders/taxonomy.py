@@ -441,7 +441,8 @@ def _encoder_similarity(names: tuple[str, ...], encoder: str) -> np.ndarray:
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(encoder)
-        model = CLIPTextModelWithProjection.from_pretrained(encoder).eval()
+        # use_safetensors: a folder or repository with only pickled weights is refused, never unpickled.
+        model = CLIPTextModelWithProjection.from_pretrained(encoder, use_safetensors=True).eval()
     except (OSError, ValueError) as error:
         raise FdrdError(f"cannot load the CLIP text encoder {encoder!r} ({error}); pass a CLIP checkpoint "
                         "(Hub id or folder) to --meta-encoder") from None

@@ -29,7 +29,7 @@ from fdrd.dataset_card import card_problems
 from fdrd.errors import FdrdError
 from fdrd.manifest import content_hash, read_build_manifest, row_digest, script_problems, verify_shards
 from fdrd.schema import SCHEMA_VERSION, arrow_schema, validate_record
-from fdrd.untrusted import path_problem
+from fdrd.untrusted import containment_problem
 
 MAX_LISTED_PER_KIND = 20  # a broken build can have thousands of bad rows; list a few per kind
 
@@ -67,7 +67,7 @@ def _check_shard(directory: Path, shard: dict[str, Any], problems: _Problems, se
     for problem in verify_shards(directory, {"shards": [shard]}):  # the one check bench runs too
         problems.add("shard file", problem)
     path = directory / name
-    if path_problem(name) is not None or not path.resolve().is_relative_to(directory.resolve()) or not path.is_file():
+    if containment_problem(directory, name) is not None or not path.is_file():
         return []  # never read a file the manifest may not name
     try:
         parquet = pq.ParquetFile(path)

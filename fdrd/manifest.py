@@ -14,7 +14,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from fdrd.dataset_card import card_problems
 from fdrd.errors import FdrdError
+from fdrd.untrusted import contained_path, containment_problem, parse_json, read_json_file
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "fdrd-build"  # the `format` field: tells a manifest of ours from any other JSON
@@ -129,8 +131,6 @@ def manifest_shape_problem(manifest: Any) -> str | None:
 
 def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
     """manifest.json of `directory`; ManifestMissing / ManifestUnreadable (FdrdErrors) say what is wrong."""
-    from fdrd.untrusted import parse_json
-
     path = Path(directory) / MANIFEST_NAME
     if not path.is_file():
         raise ManifestMissing(
@@ -164,23 +164,17 @@ def read_build_manifest(directory: str | os.PathLike) -> dict[str, Any]:
 
 def shard_file(directory: str | os.PathLike, shard: Mapping[str, Any]) -> Path:
     """The file of a manifest's shard entry, which must lie inside `directory` (FdrdError otherwise)."""
-    from fdrd.untrusted import contained_path
-
     return contained_path(directory, shard["path"], f"{Path(directory) / MANIFEST_NAME}: shard", _REBUILD)
 
 
 def verify_shards(directory: str | os.PathLike, manifest: Mapping[str, Any]) -> list[str]:
     """Problems of the shard files against the manifest's list: path inside the folder, present, size and
     sha256 as listed. Cheap next to training (one read of each shard); empty when all hold."""
-    from fdrd.untrusted import path_problem
-
     directory = Path(directory)
     problems = []
     for shard in manifest.get("shards", []):
         name = shard["path"]
-        problem = path_problem(name)
-        if problem is None and not (directory / name).resolve().is_relative_to(directory.resolve()):
-            problem = "leads out of the dataset folder through a symbolic link"
+        problem = containment_problem(directory, name)
         if problem is not None:
             problems.append(f"{str(name)[:200]}: shard path {problem}; manifest.json may only list files inside {directory}")
             continue
@@ -224,8 +218,6 @@ def verify_build(directory: str | os.PathLike, manifest: Mapping[str, Any], *, r
     """verify_shards, plus README.md's configs reading exactly the listed shards (fdrd/dataset_card.py):
     what a reader of the folder needs before citing the manifest's content hash. `reuse`: skip the work
     when this process already verified the folder and no file of it changed since."""
-    from fdrd.dataset_card import card_problems
-
     directory = Path(directory)
     key = _signature(directory) if reuse else None
     if key is not None and key in _VERIFIED:
@@ -238,8 +230,6 @@ def verify_build(directory: str | os.PathLike, manifest: Mapping[str, Any], *, r
 
 def read_json(path: str | os.PathLike) -> Any:
     """A JSON file written by write_json_atomic; FdrdError naming the file when it is not JSON."""
-    from fdrd.untrusted import read_json_file
-
     return read_json_file(path, "delete it or rebuild with --overwrite")
 
 

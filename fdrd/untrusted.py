@@ -1,11 +1,12 @@
 """Reading what a user hands us as if it were hostile: JSON without traps, paths that stay in their folder.
 
-Every reader of a user's JSON (split files, caption files, manifests, journals, checkpoints' state) goes
-through `parse_json`/`read_json_file`, so a NUL character, nesting deep enough to exhaust the parser's
-recursion, a 100,000-digit number or bytes that are not UTF-8 become one FdrdError naming the file and
-what to do, never a traceback. A NUL cannot be part of a file name or a caption, and a path holding one
-would fail later, far from its cause. `contained_path` is the one rule for a relative path read from a
-file (a manifest's shard, a crawl journal's image): it must name something inside its folder.
+The readers of a user's JSON (split, caption, vocabulary and meta files, manifests, the build's staging
+files, rejected.jsonl) go through `parse_json`/`read_json_file`, so a NUL character, nesting deep enough
+to exhaust the parser's recursion, a 100,000-digit number or bytes that are not UTF-8 become one
+FdrdError naming the file and what to do, never a traceback. A NUL cannot be part of a file name or a
+caption, and a path holding one would fail later, far from its cause. `containment_problem` (and
+`contained_path`, which raises) is the one rule for a relative path read from a file (a manifest's
+shard, a crawl journal's image): it must name something inside its folder.
 """
 
 from __future__ import annotations
@@ -84,15 +85,19 @@ def path_problem(relative: Any) -> str | None:
     return None
 
 
+def containment_problem(root: str | os.PathLike, relative: Any) -> str | None:
+    """Why root/relative is not inside root (path_problem of the text, or a symbolic link on the way
+    leading out), or None when it is."""
+    problem = path_problem(relative)
+    if problem is None and not (Path(root) / relative).resolve().is_relative_to(Path(root).resolve()):
+        return "leads out of the folder through a symbolic link"
+    return problem
+
+
 def contained_path(root: str | os.PathLike, relative: Any, where: str, fix: str) -> Path:
     """root/relative when it stays inside root (symbolic links followed); else a FdrdError naming
     `where` (the file and record the path came from) and `fix`."""
-    problem = path_problem(relative)
-    root = Path(root)
+    problem = containment_problem(root, relative)
     if problem is None:
-        path = root / relative
-        if not path.resolve().is_relative_to(root.resolve()):
-            problem = "leads out of the folder through a symbolic link"
-        else:
-            return path
+        return Path(root) / relative
     raise FdrdError(f"{where}: path {str(relative)[:200]!r} {problem}; it must name a file inside {root}; {fix}")

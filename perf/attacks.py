@@ -243,7 +243,10 @@ def manifest_listing_a_victim(out: Path) -> Path:
     manifest = json.loads((out / "manifest.json").read_text())
     manifest["shards"].append({**manifest["shards"][0], "path": "../victim/data.parquet"})
     (out / "manifest.json").write_text(json.dumps(manifest))
-    (out / "mine").mkdir()  # keeps the build refused, so only the manifest decides what would be deleted
+    # A file nobody listed keeps the build refused, so only the manifest decides what would be deleted
+    # (an empty folder would not: a domain that made no row leaves one, and it is no stranger).
+    (out / "mine").mkdir()
+    (out / "mine" / "note.txt").write_text("not a build's")
     return victim
 
 

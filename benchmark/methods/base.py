@@ -25,6 +25,7 @@ import dataclasses
 import hashlib
 import importlib
 import json
+import math
 import pkgutil
 import types
 import typing
@@ -111,7 +112,13 @@ class MethodConfig:
 
     def problems(self) -> list[str]:
         """What makes this config untrainable, in plain words; subclasses extend the list."""
-        found = []
+        # NaN passes every `x < 0` check and inf every `x > 0` one: a non-finite number is refused here, once,
+        # for every field of every method, so the range checks below and in subclasses need not think of it.
+        found = [
+            f"{field.name} must be a finite number, got {value}"
+            for field in dataclasses.fields(self)
+            if isinstance(value := getattr(self, field.name), float) and not math.isfinite(value)
+        ]
         if self.epochs is not None and self.epochs < 0:  # None: decided by the shots drawn (for_shots)
             found.append(f"epochs must be 0 or more, got {self.epochs}")
         if self.batch_size < 1:
@@ -288,6 +295,9 @@ class Preset:
 def register_method(cls: type[Method]) -> type[Method]:
     if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
         raise ValueError(f"method name {cls.name!r} registered twice")
+    if cls.named_variants.get(cls.name, {}):
+        # `fdrd bench NAME` runs this entry: with overrides the plain method would not be its own recipe.
+        raise ValueError(f"{cls.name}: the variant named like the method must have no overrides")
     for variant in cls.named_variants:
         for other in _REGISTRY.values():
             if other is not cls and (variant == other.name or variant in other.named_variants):

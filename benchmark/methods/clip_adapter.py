@@ -51,7 +51,7 @@ class ClipAdapter(Method):
     def __init__(self, backbone, config: ClipAdapterConfig):
         super().__init__(backbone, config)
         width = backbone.embed_dim
-        if config.reduction < 1 or width // config.reduction < 1:
+        if width // config.reduction < 1:  # reduction >= 1 is the config's check; this one needs the model
             raise ValueError(f"clip_adapter: reduction {config.reduction} leaves no bottleneck of width {width}")
         self.adapter = nn.Sequential(
             nn.Linear(width, width // config.reduction, bias=False),

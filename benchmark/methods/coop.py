@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmark.methods.base import Method, MethodConfig, Preset, departure, register_method, why
+from benchmark.methods.prompts import init_text_embeddings
 
 COOP_RECIPE = "CoOp's few-shot configs (configs/trainers/CoOp/vit_b32.yaml)"
 NO_AUGMENT = ("{recipe} train on random resized crops + flips; off so that the frozen image features can be "
@@ -71,9 +72,7 @@ class CoOp(Method):
     }
 
     def __init__(self, backbone, config: CoOpConfig):
-        super().__init__(backbone, config)
-        if config.n_ctx < 1:
-            raise ValueError(f"coop: n_ctx must be >= 1, got {config.n_ctx}")
+        super().__init__(backbone, config)  # CoOpConfig refused n_ctx < 1 already
         self.ctx = nn.Parameter(initial_context(backbone, config.n_ctx, config.ctx_init, config.ctx_init_std))
 
     @property
@@ -87,13 +86,7 @@ class CoOp(Method):
 def initial_context(backbone, n_ctx: int, init_text: str, std: float) -> torch.Tensor:
     """(n_ctx, text width): the frozen token embeddings of `init_text` when it has exactly n_ctx
     tokens (between SOS and EOS), else N(0, std^2) drawn from torch's global generator (seeded by the trainer)."""
-    width = backbone.text_width
-    if init_text:
-        tokens = backbone.tokenize([init_text])
-        length = int(tokens["attention_mask"][0].sum())
-        content = tokens["input_ids"][0, 1 : length - 1]
-        if content.numel() == n_ctx and not bool(tokens["truncated"][0]):
-            embedding = backbone.model.text_model.embeddings.token_embedding
-            with torch.no_grad():
-                return embedding(content.to(embedding.weight.device)).detach().clone().float()
-    return torch.randn(n_ctx, width, device=backbone.device) * std
+    from_text = init_text_embeddings(backbone, init_text)
+    if from_text is not None and len(from_text) == n_ctx:
+        return from_text
+    return torch.randn(n_ctx, backbone.text_width, device=backbone.device) * std

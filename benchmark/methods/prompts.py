@@ -31,16 +31,26 @@ def shared_prompt_depth(backbone, depth: int) -> int:
     return max(1, min(depth, backbone.text_layers, backbone.vision_layers))
 
 
+def init_text_embeddings(backbone, init_text: str) -> torch.Tensor | None:
+    """(tokens, text width): the frozen token embeddings of `init_text` between SOS and EOS, as prompt
+    initialisations (CoOp's and MaPLe's CTX_INIT); None for an empty text or one cut to fit the context."""
+    if not init_text:
+        return None
+    tokens = backbone.tokenize([init_text])
+    if bool(tokens["truncated"][0]):
+        return None
+    content = tokens["input_ids"][0, 1 : int(tokens["attention_mask"][0].sum()) - 1]
+    embedding = backbone.model.text_model.embeddings.token_embedding
+    with torch.no_grad():
+        return embedding(content.to(embedding.weight.device)).detach().clone().float()
+
+
 def maple_initial_context(backbone, n_ctx: int, init_text: str, std: float) -> torch.Tensor:
     """(n_ctx, text width): embeddings of the first n_ctx tokens of `init_text` after SOS when
-    n_ctx <= 4 and the text has that many tokens, else N(0, std^2) from torch's global generator."""
-    if init_text and n_ctx <= MAX_INIT_TOKENS:
-        tokens = backbone.tokenize([init_text])
-        content = tokens["input_ids"][0, 1 : int(tokens["attention_mask"][0].sum()) - 1]
-        if content.numel() >= n_ctx:
-            embedding = backbone.model.text_model.embeddings.token_embedding
-            with torch.no_grad():
-                return embedding(content[:n_ctx].to(embedding.weight.device)).detach().clone().float()
+    n_ctx <= 4 and the text has that many tokens (and fits the context), else N(0, std^2) from torch's global generator."""
+    from_text = init_text_embeddings(backbone, init_text) if n_ctx <= MAX_INIT_TOKENS else None
+    if from_text is not None and len(from_text) >= n_ctx:
+        return from_text[:n_ctx]
     return torch.randn(n_ctx, backbone.text_width, device=backbone.device) * std
 
 

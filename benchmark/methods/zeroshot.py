@@ -22,5 +22,5 @@ class ZeroShot(Method):
     name: ClassVar[str] = "zeroshot"
     config_class: ClassVar[type[MethodConfig]] = ZeroShotConfig
     frozen_prompt_free_images: ClassVar[bool] = True
-    # Present so that `--preset quick` runs every method of the demo; nothing to shorten.
+    # Present so that `--preset quick` runs every method (a loop over methods needs no exception); nothing to shorten.
     presets: ClassVar[dict[str, Preset]] = {"quick": Preset({}, "nothing to train: the plain run")}

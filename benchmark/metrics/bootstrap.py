@@ -115,12 +115,17 @@ def bootstrap_replicates(
     return np.concatenate([recalls, recalls.mean(axis=1, keepdims=True)], axis=1)
 
 
-def percentile_intervals(replicates: np.ndarray, level: float = DEFAULT_LEVEL) -> dict[str, tuple[float, float]]:
-    """{figure: (low, high)}: the central `level` quantile range of each column of `replicates`."""
+def percentile_interval(replicates: np.ndarray, level: float = DEFAULT_LEVEL) -> tuple[float, float]:
+    """(low, high): the central `level` quantile range of a 1-D array of replicates."""
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
-    bounds = np.quantile(replicates, [(1 - level) / 2, (1 + level) / 2], axis=0)
-    return {figure: (float(bounds[0, i]), float(bounds[1, i])) for i, figure in enumerate(FIGURES)}
+    low, high = np.quantile(replicates, [(1 - level) / 2, (1 + level) / 2])
+    return float(low), float(high)
+
+
+def percentile_intervals(replicates: np.ndarray, level: float = DEFAULT_LEVEL) -> dict[str, tuple[float, float]]:
+    """{figure: (low, high)}: `percentile_interval` of each column of `replicates`."""
+    return {figure: percentile_interval(replicates[:, i], level) for i, figure in enumerate(FIGURES)}
 
 
 def recall_intervals(

@@ -108,7 +108,7 @@ def choose_backend(name: str, device: torch.device) -> RecallBackend:
     return max(candidates, key=lambda backend: backend.priority)
 
 
-def _caption_offsets(text_to_image: torch.Tensor, num_images: int) -> tuple[torch.Tensor, torch.Tensor]:
+def caption_offsets(text_to_image: torch.Tensor, num_images: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Captions grouped by image: `order[offsets[i]:offsets[i + 1]]` are image i's caption indices."""
     order = torch.argsort(text_to_image, stable=True)
     counts = torch.bincount(text_to_image, minlength=num_images)
@@ -163,7 +163,7 @@ def distinct_blocked_counts(
     """
     num_images, num_texts = image_emb.shape[0], text_emb.shape[0]
     device = image_emb.device
-    order, offsets = _caption_offsets(text_to_image, num_images)
+    order, offsets = caption_offsets(text_to_image, num_images)
     if bool((order == torch.arange(num_texts, device=device)).all()):
         # Captions already grouped (one per image, in image order: every evaluation split): no copy.
         grouped_text, grouped_owner = text_emb, text_to_image

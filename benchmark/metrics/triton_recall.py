@@ -36,6 +36,7 @@ import torch
 import triton
 import triton.language as tl
 
+from benchmark.metrics.recall import caption_offsets
 from benchmark.metrics.shards import WHOLE, RowShard
 from fdrd.errors import FdrdError
 
@@ -234,12 +235,10 @@ def triton_counts(
     num_texts = text_emb.shape[0]
     device = image_emb.device
     tiles = tiles or default_tiles(image_emb.dtype, dim, block_size)
-    order = torch.argsort(text_to_image, stable=True)
+    order, offsets = caption_offsets(text_to_image, num_images)
     grouped = bool((order == torch.arange(num_texts, device=device)).all())
     grouped_text = text_emb if grouped else text_emb[order].contiguous()
     owner = text_to_image[order]
-    offsets = torch.zeros(num_images + 1, dtype=torch.int64, device=device)
-    offsets[1:] = torch.cumsum(torch.bincount(owner, minlength=num_images), 0)
     band = _band_tiles(offsets, num_images, tiles)
 
     positive = torch.full((num_texts,), float("nan"), dtype=torch.float32, device=device)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from builders.captions.attributes import Vocabulary, load_vocabulary
 from builders.captions.english import CaptionChecker, caption_checker, is_english_word, quoted_spans
@@ -229,7 +230,9 @@ def _mention_span(text: str, start: int, end: int, name: str) -> tuple[int, int,
     return start, end, plural
 
 
+@lru_cache(maxsize=1)
 def _colour_words() -> frozenset[str]:
+    """The built-in colour entries; read once (reading vocabulary.json per caption was half of clean_caption)."""
     return frozenset(v.lower() for v in load_vocabulary().attributes.get("colour", ()))
 
 

@@ -188,6 +188,8 @@ def _vlm_captions(
     with CaptionCache(cache_path, vlm_options.cache_model_key(), vlm_options.cache_prompt_key()) as cache:
         report["cache_hits"] = len(cache.get_many({sha for sha, _ in images}))
     raw = caption_images(images, vlm_options, cache_path)
+    checker = domain_checker(taxonomy.domain, taxonomy.categories, vocabulary)
+    nouns, compounds = vocabulary.nouns_for(taxonomy.domain), vocabulary.compounds_for(taxonomy.domain)
     for i in todo:
         caption = " ".join(raw.get(image_sha256[i], "").split())
         if not caption:
@@ -195,8 +197,7 @@ def _vlm_captions(
         caption = caption[0].upper() + caption[1:]  # small models often start in lower case
         item = items[i]
         try:
-            repair = clean_caption(caption, item.category, taxonomy, domain_checker(taxonomy.domain, taxonomy.categories, vocabulary),
-                                   vocabulary.nouns_for(taxonomy.domain), vocabulary.compounds_for(taxonomy.domain))
+            repair = clean_caption(caption, item.category, taxonomy, checker, nouns, compounds)
         except Unrepairable as reason:
             rejected[i] = f"VLM caption {caption!r} cannot be made to read as English: {reason}"
             report["captions_not_english"] += 1

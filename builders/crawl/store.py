@@ -26,6 +26,7 @@ from typing import Any
 from builders.crawl.lists import UrlRow
 from fdrd.errors import FdrdError
 from fdrd.manifest import write_json_atomic, write_manifest, write_text_atomic
+from fdrd.untrusted import containment_problem
 
 CRAWL_FORMAT = "fdrd-crawl/1"
 # Where put_image stores bytes: images/<first two hex digits>/<sha256>.<kind>. A journal or result
@@ -117,8 +118,7 @@ class CrawlStore:
         """The stored image a record names, when the name is one put_image writes and stays inside DIR."""
         if not isinstance(relative, str) or not IMAGE_PATH.fullmatch(relative):
             return None
-        path = self.root / relative
-        return path if path.resolve().is_relative_to(self.root.resolve()) else None
+        return self.root / relative if containment_problem(self.root, relative) is None else None
 
     # -- images ---------------------------------------------------------------------------------
     def put_image(self, data: bytes, suffix: str) -> tuple[str, str]:

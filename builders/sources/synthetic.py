@@ -86,7 +86,8 @@ class SyntheticSource:
             for name in meta_spec.category_names():
                 categories.append(name)
                 meta[name] = meta_spec.name
-        return Taxonomy(domain, tuple(categories), meta, "synthetic design (one body shape per meta-category)")
+        return Taxonomy(domain, tuple(categories), meta, "synthetic design (one body shape per meta-category)",
+                        meta_rule="dataset hierarchy")
 
     def count_items(self, domain: str, splits: Sequence[str]) -> int:
         categories = len(self.taxonomy(domain).categories)

@@ -15,7 +15,7 @@ from builders.card import CARD_NAME, LICENSE_NAME
 from builders.report import REJECTED_NAME
 from builders.stages.options import STAGING
 from fdrd.errors import FdrdError
-from fdrd.manifest import MANIFEST_NAME, read_json, write_json_atomic
+from fdrd.manifest import MANIFEST_NAME, read_build_manifest, read_json, write_json_atomic
 from fdrd.untrusted import path_problem
 
 
@@ -127,12 +127,18 @@ def prepare_out_dir(out: Path, identity: dict[str, Any], overwrite: bool) -> dic
     config_path = out / STAGING / "config.json"
     previous = None
     if manifest_path.is_file():
-        try:
-            previous = json.loads(manifest_path.read_text()).get("build")
-        except (json.JSONDecodeError, AttributeError):
+        try:  # any damage (not JSON, not UTF-8, too deep, wrong shape) makes it another build
+            finished = read_build_manifest(out)
+            previous = finished.get("build", {"manifest without a build identity": True})
+        except FdrdError:
             previous = {"unreadable manifest": True}
     elif config_path.is_file():
-        previous = read_json(config_path)
+        try:
+            previous = read_json(config_path)
+        except FdrdError:
+            previous = None
+        if not isinstance(previous, dict):
+            previous = {"unreadable staging config": True}
     elif _holds_build_files(out):
         previous = {"partial build without a config": True}
     if previous is not None and previous != identity:
@@ -146,7 +152,7 @@ def prepare_out_dir(out: Path, identity: dict[str, Any], overwrite: bool) -> dic
         _clear_build(out, owned)
     elif manifest_path.is_file():
         shutil.rmtree(out / STAGING, ignore_errors=True)  # killed while tidying up: finish the tidy-up
-        return read_json(manifest_path)
+        return finished
     (out / STAGING).mkdir(exist_ok=True)
     if not config_path.is_file():
         write_json_atomic(config_path, identity)

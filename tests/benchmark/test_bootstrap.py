@@ -16,6 +16,7 @@ import pytest
 from benchmark.metrics.bootstrap import (
     FIGURES,
     bootstrap_replicates,
+    percentile_interval,
     percentile_intervals,
     rank_classes,
     recall_intervals,
@@ -128,6 +129,13 @@ def test_replicates_match_the_loop_over_item_indices(case):
         tolerance = 0.3 * slow[:, column].std() + step
         assert fast_bounds[figure][0] == pytest.approx(slow_bounds[0, column], abs=tolerance), figure
         assert fast_bounds[figure][1] == pytest.approx(slow_bounds[1, column], abs=tolerance), figure
+
+
+def test_percentile_interval_of_known_values():
+    assert percentile_interval(np.arange(101, dtype=float), 0.95) == pytest.approx((2.5, 97.5))
+    assert percentile_interval(np.arange(11, dtype=float), 0.8) == pytest.approx((1.0, 9.0))
+    with pytest.raises(ValueError, match="level must be in"):
+        percentile_interval(np.arange(3.0), 1.0)
 
 
 def test_constant_runs_give_hand_computed_intervals():

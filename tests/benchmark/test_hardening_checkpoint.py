@@ -131,6 +131,16 @@ def test_a_damaged_state_is_a_named_error(coop_run, tmp_path, damage):
         read_state(folder / "epoch-0001")
 
 
+@pytest.mark.parametrize("name", [STATE_TENSORS_NAME, "trainable.safetensors"])
+@pytest.mark.parametrize("damage", [b"garbage", b"\xff" * 16])
+def test_a_damaged_safetensors_file_is_a_named_error(coop_run, tmp_path, name, damage):
+    folder = copy_of(coop_run[0], tmp_path)
+    (folder / "epoch-0001" / name).write_bytes(damage)
+    method, batches = coop_run[1]()
+    with pytest.raises(FdrdError, match=r"epoch-0001.*(not a safetensors file|unreadable checkpoint)"):
+        train(method, batches, seed=5, device=CPU, checkpoint_dir=folder, resume=True)
+
+
 def test_state_round_trips_exactly():
     rng = np.random.RandomState(7)
     rng.randn(3)  # a cached gaussian and a moved position

@@ -1,6 +1,7 @@
 """The leaderboard's numbers against values worked out by hand: mean ± std over seeds, AVG over domains,
-best per row, the paper's reported numbers and differences, the bootstrap intervals (against a slow
-loop on the same draws), the refusal to mix datasets or backbones, and every format parsed back.
+best per row, the paper's reported numbers and differences, the bootstrap intervals of cells and AVG rows
+(the resampling itself is tested in test_bootstrap.py), the refusal to mix datasets or backbones, and every
+format parsed back.
 
 Results files are written here by hand in schema v2, never by `fdrd bench`.
 """
@@ -15,14 +16,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from benchmark.leaderboard import AVG, build_leaderboard
 from benchmark.leaderboard_render import render
 from benchmark.leaderboard_reported import load_reported
-from benchmark.leaderboard_stats import percentile_interval
 from fdrd.cli import app
 from fdrd.errors import FdrdError
 
@@ -169,6 +168,20 @@ def test_reported_columns_sit_beside_the_published_recipe_with_the_difference(tm
     assert any("coop+quick is not compared" in note for note in board.notes)
 
 
+def test_plain_dcar_is_compared_with_the_paper_and_its_ablations_are_not(tmp_path):
+    from benchmark.methods.base import resolve_run
+
+    runs = tmp_path / "runs"
+    for name in ("dcar", "dcar-novisual"):  # what `fdrd bench NAME` records as its named variant
+        write_result(runs, name, "oxford_pets", 1, method="dcar", named_variant=resolve_run(name).named_variant)
+    board = build_leaderboard([runs], reported=True)
+    labels = [c.label for c in board.columns]
+    assert labels[:3] == ["dcar", "DCAR (reported)", "Δ dcar"] and "Δ dcar-novisual" not in labels
+    assert cells(board, "i2t", "oxford_pets", 1)["difference:dcar"].mean is not None
+    assert [n for n in board.notes if "not compared" in n] == [
+        "dcar-novisual is not compared with the paper: it runs a named variant, preset or --set overrides"]
+
+
 def test_reported_avg_when_the_table_has_the_papers_nine_domains(tmp_path):
     runs = tmp_path / "runs"
     for index, domain in enumerate(PAPER_NINE):
@@ -218,8 +231,12 @@ def test_a_single_seed_without_ranks_carries_its_files_interval(tmp_path):
     assert row["b"].interval is None  # two seeds and no ranks: nothing to bootstrap from
 
 
-def test_percentile_interval_of_known_values():
-    assert percentile_interval(np.arange(101, dtype=float), 0.95) == pytest.approx((2.5, 97.5))
+def test_an_interval_rounded_past_its_value_still_draws(tmp_path):
+    runs = tmp_path / "runs"
+    write_result(runs, "a", "dtd", 1, ranks=False, intervals={"i2t_r1": [40.004, 48.5]})  # R@1 is 40.0
+    board = build_leaderboard([runs])
+    assert cells(board, "i2t", "dtd", 1)["a"].interval == (40.004, 48.5)
+    assert "<img" in render(board, "html")
 
 
 def test_the_same_table_in_two_processes(two_runs):
@@ -232,6 +249,19 @@ def test_the_same_table_in_two_processes(two_runs):
     ]
     assert outputs[0] == outputs[1]
     assert json.loads(outputs[0])["rows"][0]["cells"]["coop"]["interval"] is not None
+
+
+def test_the_command_never_loads_torch(two_runs, tmp_path):
+    """Tables from JSON files need no torch, whose import alone takes seconds (tested in a fresh process)."""
+    script = (
+        "import sys\n"
+        "from fdrd.cli import app\n"
+        f"app(['leaderboard', {str(two_runs)!r}, '--reported', '--out', {str(tmp_path / 'board')!r}], standalone_mode=False)\n"
+        "assert 'torch' not in sys.modules, 'fdrd leaderboard imported torch'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "board" / "leaderboard.html").is_file()
 
 
 # --------------------------------------------------------------------------- refusals and errors
@@ -271,6 +301,9 @@ def test_no_results_is_an_error_naming_the_folders(tmp_path):
         ({"run_label": "../../etc"}, "run_label"),
         ({"ranks": {"i2t": [1, 0], "t2i": [1]}}, "ranks.i2t"),
         ({"hard_negatives": {"category": {"accuracy": 140}}}, "hard_negatives.category.accuracy"),
+        # i2t R@1 is 40: an interval that does not hold it (or is upside down) cannot be drawn around it.
+        ({"intervals": {"i2t_r1": [60.0, 70.0]}}, "intervals.i2t_r1 [60.0, 70.0] does not hold metrics.i2t_r1 40.0"),
+        ({"intervals": {"i2t_r1": [50.0, 30.0]}}, "intervals.i2t_r1 [50.0, 30.0] does not hold"),
     ],
 )
 def test_a_broken_results_file_is_named(tmp_path, change, complaint):
@@ -279,6 +312,19 @@ def test_a_broken_results_file_is_named(tmp_path, change, complaint):
     with pytest.raises(FdrdError) as broken:
         build_leaderboard([tmp_path / "runs"])
     assert str(path) in str(broken.value) and complaint in str(broken.value)
+
+
+@pytest.mark.parametrize("content", ["[" * 100_000 + "]" * 100_000, '{"seed": ' + "1" * 5000 + "}", "{ half",
+                                     '{"run_label": "coop\\u0000"}'])
+def test_hostile_json_is_named_in_a_results_file_and_skipped_elsewhere(tmp_path, content):
+    runs = tmp_path / "runs"
+    write_result(runs, "coop", "dtd", 1)
+    (runs / "coop" / "latest.json").write_text(content)  # another JSON file of the folder: skipped
+    assert cells(build_leaderboard([runs]), "i2t", "dtd", 1)["coop"].mean == pytest.approx(40)
+    path = runs / "coop" / "dtd" / "seed-2.json"
+    path.write_text(content)
+    with pytest.raises(FdrdError, match="seed-2.json: .*rerun that seed"):
+        build_leaderboard([runs])
 
 
 def test_ranks_that_disagree_with_the_metrics_are_refused(tmp_path):
@@ -374,3 +420,29 @@ def test_the_command_line_formats_are_the_renderers():
     from fdrd.cli.leaderboard import FORMATS as CLI_FORMATS
 
     assert CLI_FORMATS == FORMATS
+
+
+def test_the_leaderboard_reads_the_schema_bench_writes():
+    from benchmark import leaderboard_input, results
+
+    assert (leaderboard_input.RESULTS_SCHEMA, leaderboard_input.RESULTS_SCHEMA_VERSION) == (
+        results.SCHEMA_NAME, results.SCHEMA_VERSION)
+
+
+@pytest.mark.parametrize("label", ["coop", "dcar-novisual+quick+1a2b3c4d", "x.y", "_x", "-x", "a" * 100, "a" * 101,
+                                   ".hidden", "", "a/b", "a b", "..", "é", "coop\n"])
+def test_the_leaderboard_reads_exactly_the_labels_bench_can_write(tmp_path, label):
+    from benchmark.methods.base import check_label
+
+    try:
+        check_label(label)
+        writable = True
+    except FdrdError:
+        writable = False
+    write_result(tmp_path / "runs", "folder", "dtd", 1, run_label=label)
+    try:
+        board = build_leaderboard([tmp_path / "runs"])
+    except FdrdError as error:
+        assert not writable and "run_label" in str(error)
+    else:
+        assert writable and list(board.runs) == [label]

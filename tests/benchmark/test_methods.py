@@ -191,6 +191,24 @@ def test_coop_context_tokens_and_init(tiny_backbone):
     torch.testing.assert_close(embedded.norm(dim=-1), torch.ones(2))
 
 
+@pytest.mark.parametrize(("name", "text", "n_ctx"), [
+    ("coop", "a photo of a", "tokens + 1"),  # CoOp: the text must have exactly n_ctx tokens
+    ("coop", "", 3),
+    ("maple", "a", "tokens + 1"),  # MaPLe: at least n_ctx tokens
+    ("maple", "photo " * 200, 2),  # cut to fit the context: not the text any more
+    ("maple", "a photo of a photo of a", 5),  # more than 4 prompt tokens: never from the text
+])
+def test_prompt_init_falls_back_to_a_normal_draw(tiny_backbone, name, text, n_ctx):
+    tokens = len(tiny_backbone.tokenizer(text)["input_ids"]) - 2
+    n_ctx = tokens + 1 if n_ctx == "tokens + 1" else n_ctx
+    torch.manual_seed(4)
+    expected = torch.randn(n_ctx, tiny_backbone.text_width) * 0.02
+    torch.manual_seed(4)
+    method = build(name, tiny_backbone, n_ctx=str(n_ctx), ctx_init=text)
+    first = method.ctx if name == "coop" else method.prompts.text[0]
+    torch.testing.assert_close(first.detach(), expected)
+
+
 @torch.no_grad()
 def test_clip_adapter_blends_a_bias_free_bottleneck(tiny_backbone):
     torch.manual_seed(0)

@@ -243,7 +243,8 @@ def test_a_missing_token_is_named(board, hub, no_stored_token):
     assert hub.requests == []
 
 
-@pytest.mark.parametrize("repo", ["fdrd", "my-lab/fdrd/extra", "my lab/fdrd", "my-lab/", "/fdrd", "my-lab/fd--rd", "../fdrd", "my-lab/.fdrd"])
+@pytest.mark.parametrize("repo", ["fdrd", "my-lab/fdrd/extra", "my lab/fdrd", "my-lab/", "/fdrd", "my-lab/fd--rd", "../fdrd", "my-lab/.fdrd",
+                                  "my-lab/fdrd\n"])
 def test_a_repo_name_that_is_not_org_slash_name_is_refused(repo):
     with pytest.raises(FdrdError, match="expected ORG/NAME"):
         check_repo_id(repo)
@@ -266,6 +267,10 @@ def test_a_folder_of_the_wrong_kind_is_refused(tmp_path, board):
     (board / "README.md").unlink()
     with pytest.raises(FdrdError, match="no README.md"):
         plan_upload("leaderboard", board, "my-lab/fdrd")
+    for hostile in ("[" * 100_000 + "]" * 100_000, '{"schema": ' + "1" * 5000 + "}"):
+        (board / "leaderboard.json").write_text(hostile)
+        with pytest.raises(FdrdError, match="not a leaderboard folder"):
+            plan_upload("leaderboard", board, "my-lab/fdrd")
 
 
 def test_a_link_in_the_folder_is_refused(board, tmp_path):

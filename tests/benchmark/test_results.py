@@ -115,6 +115,24 @@ def test_load_results_skips_other_json_and_names_broken_or_old_files(tmp_path):
         load_results(tmp_path / "absent")
 
 
+# JSON that json.loads cannot take without a RecursionError or a ValueError other than JSONDecodeError.
+HOSTILE_JSON = {"deep": "[" * 100_000 + "]" * 100_000, "huge number": '{"seed": ' + "1" * 5000 + "}",
+                "NUL": '{"run_label": "coop\\u0000"}', "not UTF-8": b'{"\xe9": 1}'}
+
+
+@pytest.mark.parametrize("name", HOSTILE_JSON)
+def test_hostile_json_is_a_named_error_or_skipped(tmp_path, name):
+    content = HOSTILE_JSON[name]
+    other = tmp_path / "latest.json"
+    other.write_bytes(content if isinstance(content, bytes) else content.encode())
+    assert load_results(tmp_path) == []  # not a results file: skipped, whatever it holds
+    seed = tmp_path / "coop" / "d" / "seed-1.json"
+    seed.parent.mkdir(parents=True)
+    seed.write_bytes(other.read_bytes())
+    with pytest.raises(FdrdError, match="seed-1.json: .*; delete it and rerun that seed"):
+        load_results(tmp_path)
+
+
 def test_two_results_for_one_label_domain_and_seed_are_named_not_dropped(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     write_result(a, record())

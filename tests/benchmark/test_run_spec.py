@@ -97,6 +97,16 @@ def test_two_methods_cannot_claim_one_variant_name(family):
         base.register_method(Thief)
 
 
+def test_the_variant_named_like_its_method_cannot_change_it():
+    class Odd(Family):
+        name: ClassVar[str] = "odd-under-test"
+        named_variants: ClassVar[dict[str, dict[str, Any]]] = {"odd-under-test": {"beta": 0.5}}
+
+    with pytest.raises(ValueError, match="variant named like the method must have no overrides"):
+        base.register_method(Odd)
+    assert "odd-under-test" not in base._REGISTRY
+
+
 @pytest.mark.parametrize(
     "overrides, message",
     [
@@ -107,8 +117,22 @@ def test_two_methods_cannot_claim_one_variant_name(family):
         ({"momentum": "1.5"}, "momentum must be in"),
         ({"warmup_epochs": "-1"}, "must not be negative"),
         ({"grad_clip": "-0.5"}, "must not be negative"),
+        # NaN slips past every `x < 0` and inf past every `x > 0`: each float field, the method's own included.
+        ({"weight_decay": "nan"}, "weight_decay must be a finite number, got nan"),
+        ({"grad_clip": "inf"}, "grad_clip must be a finite number, got inf"),
+        ({"lr": "inf"}, "lr must be a finite number, got inf"),
+        ({"warmup_lr": "-inf"}, "warmup_lr must be a finite number, got -inf"),
+        ({"beta": "nan"}, "beta must be a finite number, got nan"),
     ],
 )
 def test_configs_refuse_values_that_cannot_train(family, overrides, message):
     with pytest.raises(FdrdError, match=message):
         resolve_run("family-under-test", overrides)
+
+
+@pytest.mark.parametrize(("name", "field"), [("dcar", "alpha"), ("dcar", "gamma"), ("coop", "ctx_init_std")])
+def test_every_methods_float_fields_refuse_nan(name, field):
+    with pytest.raises(FdrdError, match=f"{field} must be a finite number"):
+        resolve_run(name, {field: "nan"})
+    with pytest.raises(FdrdError, match=f"{field} must be a finite number"):
+        base.get_method(name).config_class(**{field: float("inf")})  # built directly, without --set

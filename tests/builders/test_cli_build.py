@@ -145,4 +145,6 @@ def test_cli_defaults_agree_with_build_options():
     assert (defaults["split"], defaults["source"], defaults["seed"]) == (options.split, options.source, options.seed)
     assert defaults["phash_threshold"] == options.phash_threshold
     assert (defaults["short_side"], defaults["jpeg_quality"]) == (normalize.short_side, normalize.jpeg_quality)
+    assert defaults["max_input_mb"] * 2**20 == normalize.max_input_bytes
+    assert defaults["meta_encoder"] == options.meta_encoder
     assert (defaults["captioner"], defaults["negatives"]) == (captions.captioner, captions.negatives)

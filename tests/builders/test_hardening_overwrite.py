@@ -64,6 +64,28 @@ def test_an_unreadable_manifest_vouches_for_nothing(built):
     assert files(built) == before
 
 
+@pytest.mark.parametrize("content", [b'{"build": "\xff"}', b"[" * 100_000, b"[]", b'{"build": 3}', b"{broken"],
+                         ids=["not-utf8", "deep", "list", "build-not-object", "not-json"])
+def test_a_damaged_manifest_alone_is_another_build_never_a_traceback(tmp_path, content):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "manifest.json").write_bytes(content)
+    with pytest.raises(FdrdError, match="holds a different build.*pass --overwrite"):
+        synthetic(out)
+    assert (out / "manifest.json").read_bytes() == content
+    assert synthetic(out, overwrite=True)["rows"] > 0
+
+
+@pytest.mark.parametrize("content", [b"{broken", b"[1]"])
+def test_a_damaged_staging_config_is_another_build_that_overwrite_replaces(tmp_path, content):
+    out = tmp_path / "out"
+    (out / STAGING).mkdir(parents=True)
+    (out / STAGING / "config.json").write_bytes(content)
+    with pytest.raises(FdrdError, match="holds a different build.*pass --overwrite"):
+        synthetic(out)
+    assert synthetic(out, overwrite=True)["rows"] > 0
+
+
 @pytest.mark.parametrize("listed", ["../victim/data.parquet", "/tmp/victim.parquet", f"{DOMAIN}/../../victim/data.parquet",
                                     "victim/deeper/data.parquet"])
 def test_a_manifest_cannot_make_foreign_files_ours(built, tmp_path, listed):

@@ -75,6 +75,11 @@ def test_coop_fixture_builds_with_every_defect_accounted_for(coop_root, tmp_path
     assert all(r["category"] in r["caption"] and r["attributes"] == [] for r in rows.values())
     assert all(r["negatives"] and {n["kind"] for n in r["negatives"]} == {"category"} for r in rows.values())
     assert manifest["domains"]["oxford_pets"]["attribute_annotations"] == "none"
+    # Pets from the fixture's annotations/list.txt; flowers have no hierarchy file: the shipped map.
+    meta = {d: info["meta_categories"] for d, info in manifest["domains"].items()}
+    assert meta["oxford_pets"] == {"rule": "dataset hierarchy", "source": "annotations/list.txt"}
+    assert meta["oxford_flowers"]["rule"] == "semantic grouping"
+    assert meta["oxford_flowers"]["source"].startswith("builders/taxonomies/oxford_flowers.json v1")
     assert {r["category"] for r in rows.values()} == {"Abyssinian", "Bengal", "American Bulldog", "Yorkshire Terrier"}
     assert not (out / ".fdrd-build").exists()
     assert manifest["build"]["data_root"] == str(coop_root.root.resolve())
@@ -127,6 +132,8 @@ def test_synthetic_build_is_deterministic_and_valid(synthetic_fdrd, synthetic_bu
     assert set(manifest["build"]["splits"]) == {"train", "val", "test", "pretrain"}
     for domain in manifest["domains"].values():
         assert set(domain["splits"]) == {"train", "val", "test", "pretrain"}
+        # The source draws each category from its meta-category's design: the data's own hierarchy.
+        assert domain["meta_categories"]["rule"] == "dataset hierarchy"
     report = validate_build(synthetic_fdrd)
     assert report.problems == []
     again = synthetic_build(tmp_path / "again")

@@ -92,7 +92,8 @@ def test_cars_group_by_make_and_lone_makes_by_body_style():
 
 # --- a CLIP text encoder that knows what things are -----------------------------------------------
 
-MEANINGS = {"animal": ["cat", "dog", "horse"], "headwear": ["cap", "hat", "helmet"]}
+MEANINGS = {"animal": ["cat", "dog", "horse", "goat", "sheep", "mouse"],
+            "headwear": ["cap", "hat", "helmet", "hood", "beret", "bonnet"]}
 
 
 def _tiny_semantic_clip(folder):
@@ -153,12 +154,14 @@ def test_image_folders_use_the_named_encoder(tmp_path):
 
     encoder = _tiny_semantic_clip(tmp_path / "tiny-clip")
     root = tmp_path / "things"
-    for name in ("cat", "cap", "dog", "hat"):
+    for name in (w for group in MEANINGS.values() for w in group):  # 12 classes: two groups of about 6
         (root / name).mkdir(parents=True)
         (root / name / "x.jpg").write_bytes(b"")
     taxonomy = ImageFolderSource(root, meta_encoder=encoder).taxonomy("things")
     assert taxonomy.meta_rule == "text encoder" and encoder in taxonomy.meta_source
-    assert taxonomy.meta_categories == group_by_text_encoder(["cap", "cat", "dog", "hat"], encoder)
+    groups = taxonomy.meta_categories
+    assert [len({groups[w] for w in words}) for words in MEANINGS.values()] == [1, 1]  # by meaning,
+    assert groups["cat"] != groups["cap"]  # not by spelling
 
 
 def test_an_encoder_that_cannot_load_is_a_named_error(tmp_path):
@@ -166,3 +169,29 @@ def test_an_encoder_that_cannot_load_is_a_named_error(tmp_path):
 
     with pytest.raises(FdrdError, match="cannot load the CLIP text encoder"):
         group_by_text_encoder(["a", "b"], str(tmp_path / "nothing-here"))
+
+
+class _Planted:
+    """Unpickling this creates the marker file: proof that a pickle was opened."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_an_encoder_with_pickled_weights_is_refused_and_never_unpickled(tmp_path):
+    import pickle
+
+    from fdrd.errors import FdrdError
+
+    folder = tmp_path / "tiny-clip"
+    _tiny_semantic_clip(folder)
+    (folder / "model.safetensors").unlink()
+    marker = tmp_path / "pwned"
+    with open(folder / "pytorch_model.bin", "wb") as handle:
+        pickle.dump({"weights": _Planted(marker)}, handle)
+    with pytest.raises(FdrdError, match="cannot load the CLIP text encoder"):
+        group_by_text_encoder(["cat", "dog"], str(folder))
+    assert not marker.exists()

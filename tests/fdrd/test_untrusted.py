@@ -9,7 +9,14 @@ import pytest
 
 from fdrd.errors import FdrdError, os_error_message
 from fdrd.manifest import ManifestUnreadable, read_manifest
-from fdrd.untrusted import contained_path, find_nul, parse_json, path_problem, read_json_file
+from fdrd.untrusted import (
+    contained_path,
+    containment_problem,
+    find_nul,
+    parse_json,
+    path_problem,
+    read_json_file,
+)
 
 
 @pytest.mark.parametrize(("value", "where"), [
@@ -88,3 +95,13 @@ def test_os_errors_a_user_can_act_on_are_one_line(code, words):
 
 def test_other_os_errors_stay_tracebacks():
     assert os_error_message(OSError(errno.EIO, "I/O error")) is None
+
+
+def test_containment_problem_is_the_rule_of_contained_path(tmp_path):
+    root = tmp_path / "root"
+    (root / "inner").mkdir(parents=True)
+    (tmp_path / "outside").mkdir()
+    (root / "link").symlink_to(tmp_path / "outside", target_is_directory=True)
+    assert containment_problem(root, "inner/x") is None
+    assert "symbolic link" in containment_problem(root, "link/x")
+    assert "climbs out" in containment_problem(root, "../x") and "absolute" in containment_problem(root, "/x")
