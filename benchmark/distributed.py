@@ -299,6 +299,9 @@ def worker_session(options: LaunchOptions, device: torch.device) -> Iterator[Ses
             device,
             options.nodes,
         )
+        # Leave together: a rank that tore its connections down while rank 0 still wrote results was seen
+        # to abort (gloo, "terminate called without an active exception") under load.
+        dist.barrier()
     except BaseException as error:
         record_failure(error)
         raise
