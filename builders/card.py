@@ -115,6 +115,24 @@ def _failure_lines(manifest: Mapping[str, Any]) -> list[str]:
     ]
 
 
+def _grouping_lines(manifest: Mapping[str, Any]) -> list[str]:
+    """How each domain's meta-categories (the sibling sets of category-swap negatives) were made."""
+    domains = {d: info.get("meta_categories") for d, info in manifest.get("domains", {}).items()}
+    domains = {d: rule for d, rule in domains.items() if rule}
+    if not domains:
+        return []
+    lines = ["## Meta-categories", "", "Category-swap negatives swap a category for a sibling of the same "
+             "meta-category; the groups of each domain come from:", ""]
+    for domain, rule in domains.items():
+        line = f"- {domain}: {rule.get('rule') or 'unstated rule'}"
+        if rule.get("source"):
+            line += f" ({rule['source']})"
+        if rule.get("rule") == "spelling similarity":
+            line += "; these groups follow spelling, not meaning (name a CLIP text encoder with --meta-encoder)"
+        lines.append(line)
+    return [*lines, ""]
+
+
 def card_text(split_rows: Mapping[str, Mapping[str, int]], manifest: Mapping[str, Any]) -> str:
     """README.md for a build whose shards hold `split_rows[domain][split]` rows."""
     # A domain whose every input was rejected has no files; a config without files would break loading.
@@ -159,6 +177,7 @@ def card_text(split_rows: Mapping[str, Mapping[str, int]], manifest: Mapping[str
         for split, count in splits.items():
             lines.append(f"| {domain} | {split} | {count} |")
     lines.append("")
+    lines += _grouping_lines(manifest)
     lines.append(f"Images keep the licences of their source datasets: see {LICENSE_NAME} and the `source.license` column.")
     return "\n".join(lines) + "\n"
 

@@ -157,6 +157,20 @@ def test_card_declares_configs_and_features(written):
     assert "cafe" in text
 
 
+def test_card_says_which_rule_made_each_domains_groups():
+    manifest = {"domains": {
+        "oxford_pets": {"meta_categories": {"rule": "dataset hierarchy", "source": "Oxford-IIIT Pet species"}},
+        "shoes": {"meta_categories": {"rule": "spelling similarity", "source": "text similarity"}},
+        "old": {},
+    }}
+    text = card_text({"oxford_pets": {"test": 1}, "shoes": {"test": 1}}, manifest)
+    assert "## Meta-categories" in text
+    assert "- oxford_pets: dataset hierarchy (Oxford-IIIT Pet species)\n" in text
+    assert "- shoes: spelling similarity (text similarity); these groups follow spelling, not meaning" in text
+    assert "- old" not in text
+    assert "## Meta-categories" not in card_text({"x": {"test": 1}}, {"domains": {"x": {}}})
+
+
 def test_card_leaves_out_domains_without_rows():
     text = card_text({"pets": {"train": 2}, "empty": {}, "none": {"test": 0}}, {"content_hash": "x"})
     assert "config_name: pets" in text and "config_name: empty" not in text and "empty/" not in text
