@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from benchmark.hf_bars import quiet_transformers_bars
 from fdrd.errors import FdrdError
 from fdrd.manifest import sha256_file
 
@@ -82,7 +83,8 @@ class ClipBackbone(nn.Module):
         try:
             # use_safetensors: a Hub repository with only pickled weights is refused, not unpickled.
             extra = {"dtype": dtype} if dtype else {}
-            model = CLIPModel.from_pretrained(source, use_safetensors=True, **extra)
+            with quiet_transformers_bars(is_local):
+                model = CLIPModel.from_pretrained(source, use_safetensors=True, **extra)
             tokenizer = AutoTokenizer.from_pretrained(source)
             image_processor = AutoImageProcessor.from_pretrained(source)
         except (OSError, ValueError) as error:

@@ -227,7 +227,7 @@ def _run_bench(options: BenchOptions, session: Session, console: Console) -> lis
                 console.print(
                     f"{spec.label} {domain} seed {seed}: mean recall {result['metrics']['mean_recall']:.1f} "
                     f"[{low:.1f}, {high:.1f}]  -> {path}",
-                    highlight=False,
+                    highlight=False, markup=False, soft_wrap=True,  # the path stays on its line, as written
                 )
                 results.append(result)
     if not results and collectives.is_main():

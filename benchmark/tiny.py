@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from benchmark.hf_bars import quiet_transformers_bars
 from fdrd.errors import FdrdError
 
 SOS, EOS, PAD, UNK = "<|startoftext|>", "<|endoftext|>", "<|pad|>", "<|unk|>"
@@ -156,7 +157,8 @@ def save_clip(out: str | Path, model: Any, tokenizer: Any, processor: Any) -> Pa
     """Write model, tokenizer and image processor into one folder, the layout of a Hub checkpoint."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
+    with quiet_transformers_bars():
+        model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     processor.save_pretrained(out)
     return out

@@ -43,8 +43,8 @@ def _check_out(out: Path, overwrite: bool) -> None:
     strangers = [p.name for p in out.iterdir() if not p.is_file() or p.suffix not in MODEL_FILE_SUFFIXES]
     if strangers or not (out / "config.json").is_file():
         what = f"holds {', '.join(sorted(strangers)[:5])}" if strangers else "has no config.json"
-        raise FdrdError(f"--out {out} {what}: not a model folder written by fdrd, and --overwrite only replaces "
-                        "those; choose another --out")
+        raise FdrdError(f"--out {out} {what}: not a model folder written by fdrd, which is the only kind of "
+                        "folder fdrd replaces; choose another --out")
 
 
 def _captions_from(captions_file: Path | None, data: Path | None) -> list[str]:
@@ -89,7 +89,7 @@ def register(app: typer.Typer) -> None:
     def pretrain(
         data: Path = typer.Option(..., "--data", help="A built synthetic FDRD folder (with its pretrain split)."),
         out: Path = typer.Option(..., "--out", help="Folder to write the pretrained model to."),
-        steps: int = typer.Option(500, "--steps", help="AdamW steps; 500 x batch 128 is ~37 epochs of the default synthetic build."),
+        steps: int = typer.Option(500, "--steps", help="AdamW steps; 500 x batch 128 is ~28 epochs of the default synthetic build's pretrain split (2,304 images)."),
         minutes: float = typer.Option(None, "--minutes", help="Stop after this much wall-clock time."),
         batch_size: int = typer.Option(128, "--batch-size"),
         lr: float = typer.Option(2e-3, "--lr"),
