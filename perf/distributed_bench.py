@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from perf_models import vit_b32_shaped_clip
+
 METHODS = {
     "coop (uncached)": ["coop", "--set", "augment=true", "--set", "batch_size=32"],
     "dcar": ["dcar", "--set", "batch_size=32"],
@@ -35,20 +37,8 @@ METHODS = {
 
 def tiny_model(data: Path, domain: str) -> str:
     from benchmark.data import load_split
-    from benchmark.tiny import TinyClipSpec, save_tiny_clip
 
-    captions = load_split(data, domain, "train")["caption"]
-    spec = TinyClipSpec(
-        image_size=224,
-        patch_size=32,
-        vision_width=256,
-        vision_layers=6,
-        text_width=256,
-        text_layers=6,
-        heads=4,
-        embed_dim=256,
-    )
-    return str(save_tiny_clip(tempfile.mkdtemp(prefix="fdrd-perf-clip-"), spec, captions, seed=0))
+    return vit_b32_shaped_clip(load_split(data, domain, "train")["caption"])
 
 
 def epoch_seconds(arguments: list[str], procs: int, args, model: str, domain: str) -> float:

@@ -15,11 +15,11 @@ bit-identical parameters (tested in tests/benchmark/test_loader.py); the script 
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
 from pathlib import Path
 
 import torch
+from perf_models import vit_b32_shaped_clip
 
 from benchmark.backbone import ClipBackbone
 from benchmark.data import SplitBatches, available_domains, load_split, sample_few_shot
@@ -66,21 +66,7 @@ def main() -> None:
     split = load_split(args.data, domain, "train")
     model = args.model
     if model is None:
-        from benchmark.tiny import TinyClipSpec, save_tiny_clip
-
-        spec = TinyClipSpec(
-            image_size=224,
-            patch_size=32,
-            vision_width=256,
-            vision_layers=6,
-            text_width=256,
-            text_layers=6,
-            heads=4,
-            embed_dim=256,
-        )
-        model = str(
-            save_tiny_clip(tempfile.mkdtemp(prefix="fdrd-perf-clip-"), spec, split["caption"], seed=0)
-        )
+        model = vit_b32_shaped_clip(split["caption"])
     backbone = ClipBackbone.from_pretrained(model)
     shots = sample_few_shot(split, args.shots or None, seed=1, allow_fewer=True)
     print(
