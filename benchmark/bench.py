@@ -198,7 +198,7 @@ def _run_bench(options: BenchOptions, session: Session, console: Console) -> lis
     backend = choose_backend(options.recall_backend, device).name
     backbone = ClipBackbone.from_pretrained(options.model, device=device)
     trains = {spec.label: trains_anything(spec, backbone) for spec in specs}
-    workers = options.workers if options.workers is not None else default_workers(session.local_world_size)
+    workers = options.workers if options.workers is not None else default_workers(session.local_world_size, device.type)
     for spec in specs:
         if trains[spec.label] and spec.config.batch_size < session.world_size:
             console.print(f"[yellow]warning:[/] {spec.label}: a batch of {spec.config.batch_size} records leaves "

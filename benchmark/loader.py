@@ -25,9 +25,13 @@ PREFETCH_BATCHES = 2
 MAX_DEFAULT_WORKERS = 8
 
 
-def default_workers(ranks_per_node: int = 1) -> int:
-    """The loader workers a rank gets by default: its share of the node's CPUs minus the one the rank itself
-    runs on, at most MAX_DEFAULT_WORKERS (0 = decode in the main process, e.g. one CPU per rank)."""
+def default_workers(ranks_per_node: int = 1, device_type: str = "cuda") -> int:
+    """The loader workers a rank gets by default: on an accelerator, its share of the node's CPUs minus the
+    one the rank itself runs on, at most MAX_DEFAULT_WORKERS; on a CPU device none, because the model
+    already uses every core as threads and workers only compete with it (measured on 2 cores: an uncached
+    epoch 0.84-0.94x with 1 or 2 workers, docs/performance.md)."""
+    if device_type == "cpu":
+        return 0
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux

@@ -92,7 +92,7 @@ def register(app: typer.Typer) -> None:
         eval_batch_size: int = typer.Option(256, "--eval-batch-size", help="Batch size for encoding splits."),
         workers: int = typer.Option(
             None, "--workers", help="Loader processes per rank that decode and augment images; 0: the main process "
-            "(default: the rank's CPUs minus one, at most 8)."
+            "(default: on a GPU the rank's CPUs minus one, at most 8; on CPU 0, the model already uses every core)."
         ),
         gpus: int = typer.Option(0, "--gpus", help="Run on N GPUs of this node: one process each, NCCL.",
                                  rich_help_panel=DISTRIBUTED),

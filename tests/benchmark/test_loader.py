@@ -106,3 +106,9 @@ def test_default_workers_leave_a_cpu_for_each_rank(monkeypatch):
     assert default_workers(16) == 0
     monkeypatch.setattr("os.sched_getaffinity", lambda _pid: {0, 1}, raising=False)
     assert default_workers(1) == 1 and default_workers(2) == 0
+
+
+def test_a_cpu_device_decodes_in_the_main_process_by_default(monkeypatch):
+    monkeypatch.setattr("os.sched_getaffinity", lambda _pid: set(range(16)), raising=False)
+    assert default_workers(1, "cpu") == 0
+    assert default_workers(1, "cuda") == 8
