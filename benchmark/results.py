@@ -29,6 +29,7 @@ from benchmark.metrics.bootstrap import (
     DEFAULT_RESAMPLES,
     FIGURES,
     RECALL_FIGURES,
+    difference_intervals,
     recall_intervals,
 )
 from fdrd.errors import FdrdError
@@ -190,7 +191,8 @@ def summarize(
 
     A row maps each figure (RECALL_KEYS and "mean_recall") to (mean, std) over seeds, and has "seeds",
     "intervals" ({figure: (low, high)}, bootstrapped over test items and seeds from the stored ranks),
-    "hard_negatives" ({kind: mean accuracy over seeds, or None}) and "method". AVG is the plain mean
+    "hard_negatives" ({kind: mean accuracy over seeds, or None}) and "method"; the AVG row also keeps
+    "ranks" ({domain: per-item ranks of each seed}), what its interval and `noise_notes` draw from. AVG is the plain mean
     over domains of the per-domain means (the paper's AVG); its std is the std over seeds of the
     per-seed domain average, NaN unless every domain ran the same seeds; its interval resamples every
     domain. Two results for the same (label, domain, seed), or seeds of one (label, domain) ranked on
@@ -237,9 +239,8 @@ def summarize(
                 per_seed = [statistics.fmean(figures[d][s][key] for d in names) for s in seeds]
                 avg[key] = (avg[key][0], _mean_std(per_seed)[1])
         avg["seeds"] = sorted({s for d in names for s in domains[d]})
-        avg["intervals"] = recall_intervals(
-            [[_ranks(domains[d][s]) for s in sorted(domains[d])] for d in names], resamples, level
-        )
+        avg["ranks"] = {d: [_ranks(domains[d][s]) for s in sorted(domains[d])] for d in names}
+        avg["intervals"] = recall_intervals([avg["ranks"][d] for d in names], resamples, level)
         per_domain_negatives = [rows[d]["hard_negatives"] for d in names]
         avg["hard_negatives"] = {
             kind: (statistics.fmean(v[kind] for v in per_domain_negatives)
@@ -252,27 +253,35 @@ def summarize(
     return summary
 
 
-def noise_notes(summary: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
-    """Which run labels' AVG mean-recall intervals overlap (their difference is inside the noise), among
-    labels that ran the same domains; overlapping 95% intervals do not show a difference."""
+def noise_notes(
+    summary: dict[str, dict[str, dict[str, Any]]], resamples: int = DEFAULT_RESAMPLES, level: float = DEFAULT_LEVEL
+) -> list[str]:
+    """Which run labels' AVG mean recalls differ beyond the noise, among labels that ran the same domains:
+    for every two, the paired bootstrap interval of the difference (test items drawn once for both, as
+    both were scored on them; seeds drawn per side). An interval that contains 0 is inside the noise.
+    Pairing matters: two methods' own intervals often overlap while their difference is clear."""
     by_domains: dict[tuple[str, ...], list[str]] = defaultdict(list)
     for label, rows in summary.items():
         by_domains[tuple(sorted(d for d in rows if d != "AVG"))].append(label)
     notes = []
-    for labels in by_domains.values():
+    for names, labels in by_domains.items():
         if len(labels) < 2:
             continue
         ordered = sorted(labels, key=lambda label: -summary[label]["AVG"]["mean_recall"][0])
-        overlapping = []
+        inside, apart = [], []
         for i, a in enumerate(ordered):
             for b in ordered[i + 1 :]:
-                (a_low, a_high), (b_low, b_high) = (summary[x]["AVG"]["intervals"]["mean_recall"] for x in (a, b))
-                if a_low <= b_high and b_low <= a_high:
-                    overlapping.append(f"{a} ~ {b}")
-        if overlapping:
-            notes.append("AVG mean recall, intervals overlap (difference inside the noise): " + ", ".join(overlapping))
-        else:
-            notes.append("AVG mean recall: no two intervals overlap among " + ", ".join(ordered))
+                sides = ([summary[x]["AVG"]["ranks"][d] for d in names] for x in (a, b))
+                low, high = difference_intervals(*sides, resamples=resamples, level=level)["mean_recall"]
+                if low <= 0.0 <= high:
+                    inside.append(f"{a} ~ {b}")
+                else:
+                    difference = summary[a]["AVG"]["mean_recall"][0] - summary[b]["AVG"]["mean_recall"][0]
+                    apart.append(f"{a} {'>' if low > 0 else '<'} {b} ({difference:+.2f} [{low:+.2f}, {high:+.2f}])")
+        if inside:
+            notes.append("AVG mean recall, difference inside the noise (paired bootstrap): " + ", ".join(inside))
+        if apart:
+            notes.append("AVG mean recall, difference outside the noise: " + ", ".join(apart))
     return notes
 
 
@@ -280,12 +289,12 @@ def summary_table(
     results: list[dict[str, Any]], resamples: int = DEFAULT_RESAMPLES, level: float = DEFAULT_LEVEL
 ) -> Table:
     """A rich table: per run label a row per domain then its AVG row; each cell the mean over seeds with
-    its interval below; hard-negative accuracy by kind; the overlap notes as its caption."""
+    its interval below; hard-negative accuracy by kind; the noise notes (paired differences) as its caption."""
     summary = summarize(results, resamples, level)
     table = Table(
         title=f"Recall@K (%): mean over seeds, {level:.0%} bootstrap interval over test items and seeds below",
         box=box.SIMPLE_HEAD,
-        caption="\n".join(noise_notes(summary)) or None,
+        caption="\n".join(noise_notes(summary, resamples, level)) or None,
     )
     # Names are never abbreviated: narrow terminals squeeze the number columns instead.
     widest_label = max((len(label) for label in summary), default=6)

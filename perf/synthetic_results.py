@@ -5,10 +5,10 @@
 RUNS: the `--out` folder of `fdrd bench` (every method, every seed); BOARD: `fdrd leaderboard RUNS --out
 BOARD`. Prints markdown: the AVG row of every run label with its 95% interval (from BOARD's
 leaderboard.json), training time per epoch and per run (from the results' timings), and which
-differences in AVG mean recall are inside the noise: a paired bootstrap of the difference between two run
-labels, drawing the test items once for both (they were scored on the same items) and each label's seeds
-on its own, in every domain, then averaging the domains as the AVG row does. A difference whose 95%
-interval contains 0 is reported as inside the noise. The per-domain tables are BOARD's leaderboard.md.
+differences in AVG mean recall are inside the noise: the paired bootstrap of the difference between two
+run labels that `fdrd bench` prints under its table (benchmark/metrics/bootstrap.py `difference_intervals`:
+test items drawn once for both, each label's seeds on their own, every domain, averaged as the AVG row).
+A difference whose 95% interval contains 0 is reported as inside the noise. The per-domain tables are BOARD's leaderboard.md.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-KS = (1, 5, 10)
+from benchmark.metrics.bootstrap import KS, difference_intervals
 
 
 def load_results(runs: Path) -> dict[str, dict[str, dict[int, dict]]]:
@@ -34,39 +34,18 @@ def load_results(runs: Path) -> dict[str, dict[str, dict[int, dict]]]:
     return found
 
 
-def mean_recall_of(i2t: np.ndarray, t2i: np.ndarray) -> np.ndarray:
-    """Mean of the six recalls (percent) over the last axis of rank arrays (..., items)."""
-    figures = [(ranks <= k).mean(axis=-1) for ranks in (i2t, t2i) for k in KS]
-    return 100.0 * np.mean(figures, axis=0)
+def ranks_of(per_seed: dict[int, dict]) -> list[tuple[list[int], list[int]]]:
+    return [(per_seed[s]["ranks"]["i2t"], per_seed[s]["ranks"]["t2i"]) for s in sorted(per_seed)]
 
 
-def ranks_of(per_seed: dict[int, dict]) -> tuple[np.ndarray, np.ndarray]:
-    seeds = sorted(per_seed)
-    return (np.array([per_seed[s]["ranks"]["i2t"] for s in seeds]),
-            np.array([per_seed[s]["ranks"]["t2i"] for s in seeds]))
-
-
-def paired_difference(a: dict[str, dict[int, dict]], b: dict[str, dict[int, dict]], resamples: int,
-                      rng: np.random.Generator) -> tuple[float, float, float]:
+def paired_difference(a: dict[str, dict[int, dict]], b: dict[str, dict[int, dict]], resamples: int) -> tuple[float, float, float]:
     """AVG mean recall of a minus b, and its 95% paired-bootstrap interval (items shared, seeds not)."""
     domains = sorted(set(a) & set(b))
-    point, replicates = [], np.zeros((resamples, len(domains)))
-    for column, domain in enumerate(domains):
-        (ai, at), (bi, bt) = ranks_of(a[domain]), ranks_of(b[domain])
-        if ai.shape[1] != bi.shape[1]:
-            raise SystemExit(f"{domain}: the two labels were scored on different test sets")
-        point.append(mean_recall_of(ai, at).mean() - mean_recall_of(bi, bt).mean())
-        items = ai.shape[1]
-        for r in range(resamples):
-            drawn = rng.integers(0, items, items)
-            seeds_a = rng.integers(0, ai.shape[0], ai.shape[0])
-            seeds_b = rng.integers(0, bi.shape[0], bi.shape[0])
-            mine = mean_recall_of(ai[seeds_a][:, drawn], at[seeds_a][:, drawn]).mean()
-            theirs = mean_recall_of(bi[seeds_b][:, drawn], bt[seeds_b][:, drawn]).mean()
-            replicates[r, column] = mine - theirs
-    averaged = replicates.mean(axis=1)
-    low, high = np.quantile(averaged, [0.025, 0.975])
-    return float(np.mean(point)), float(low), float(high)
+    means = [np.mean([per_seed[s]["metrics"]["mean_recall"] for s in per_seed]) for per_seed in (a[d] for d in domains)]
+    theirs = [np.mean([per_seed[s]["metrics"]["mean_recall"] for s in per_seed]) for per_seed in (b[d] for d in domains)]
+    low, high = difference_intervals([ranks_of(a[d]) for d in domains], [ranks_of(b[d]) for d in domains],
+                                     resamples=resamples)["mean_recall"]
+    return float(np.mean(means) - np.mean(theirs)), low, high
 
 
 def avg_table(board: dict) -> list[str]:
@@ -108,12 +87,11 @@ def timing_table(found: dict[str, dict[str, dict[int, dict]]]) -> list[str]:
 
 
 def difference_table(found, pairs, resamples: int) -> list[str]:
-    rng = np.random.default_rng(0)
     lines = ["| comparison | AVG mean recall difference | 95% interval | verdict |", "|:--|--:|:--|:--|"]
     for a, b in pairs:
         if a not in found or b not in found:
             continue
-        diff, low, high = paired_difference(found[a], found[b], resamples, rng)
+        diff, low, high = paired_difference(found[a], found[b], resamples)
         verdict = "inside the noise" if low <= 0.0 <= high else ("higher" if low > 0 else "lower")
         lines.append(f"| {a} - {b} | {diff:+.2f} | [{low:+.2f}, {high:+.2f}] | {verdict} |")
     return lines

@@ -81,24 +81,50 @@ def _item_classes(per_seed: np.ndarray, hits: np.ndarray) -> tuple[int, np.ndarr
 _CELLS_PER_CHUNK = 1 << 22
 
 
-def domain_replicates(runs: Sequence[RunRanks], resamples: int, rng: np.random.Generator) -> np.ndarray:
-    """(resamples, len(RECALL_FIGURES)) recall figures in percent: per resample, S seeds drawn with
-    replacement (S = len(runs)) and the test items drawn with replacement once, each drawn seed scored
-    on the drawn items, and the drawn seeds averaged."""
-    if not runs:
-        raise ValueError("a domain needs the ranks of at least one run")
-    seeds = len(runs)
-    components = _components(runs)
+def _seed_weights(seeds: int, resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """(resamples, seeds): per resample, how often each seed was drawn (S draws with replacement) / S."""
     drawn = rng.integers(0, seeds, size=(resamples, seeds))
-    weights = np.stack([np.bincount(row, minlength=seeds) for row in drawn]) / seeds  # (resamples, S)
+    return np.stack([np.bincount(row, minlength=seeds) for row in drawn]) / seeds
+
+
+def _weighted_replicates(
+    runs: Sequence[RunRanks], weights: np.ndarray, resamples: int, rng: np.random.Generator
+) -> np.ndarray:
+    """(resamples, len(RECALL_FIGURES)) in percent: the test items drawn once per resample (one multinomial
+    over item classes) and every run scored on them, the runs summed with that resample's `weights`."""
     figures = np.zeros((resamples, len(RECALL_FIGURES)))
-    for items, frequencies, hits in components:
+    for items, frequencies, hits in _components(runs):
         chunk = max(1, _CELLS_PER_CHUNK // len(frequencies))
         for start in range(0, resamples, chunk):
             stop = min(start + chunk, resamples)
             shares = rng.multinomial(items, frequencies, size=stop - start) / items  # (chunk, K)
             figures[start:stop] += np.einsum("bk,bs,ksf->bf", shares, weights[start:stop], hits)
     return 100.0 * figures
+
+
+def domain_replicates(runs: Sequence[RunRanks], resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """(resamples, len(RECALL_FIGURES)) recall figures in percent: per resample, S seeds drawn with
+    replacement (S = len(runs)) and the test items drawn with replacement once, each drawn seed scored
+    on the drawn items, and the drawn seeds averaged."""
+    if not runs:
+        raise ValueError("a domain needs the ranks of at least one run")
+    weights = _seed_weights(len(runs), resamples, rng)
+    return _weighted_replicates(runs, weights, resamples, rng)
+
+
+def domain_difference_replicates(
+    runs_a: Sequence[RunRanks], runs_b: Sequence[RunRanks], resamples: int, rng: np.random.Generator
+) -> np.ndarray:
+    """(resamples, len(RECALL_FIGURES)): the figures of runs A minus those of runs B in one domain, as a
+    paired bootstrap: both were scored on the same test items, so one draw of items serves both (what
+    makes two methods' difference far less noisy than the gap between their own intervals suggests);
+    each side's seeds are drawn on their own, as `domain_replicates` draws them."""
+    if not runs_a or not runs_b:
+        raise ValueError("a difference needs the ranks of at least one run on each side")
+    weights = np.concatenate(
+        [_seed_weights(len(runs_a), resamples, rng), -_seed_weights(len(runs_b), resamples, rng)], axis=1
+    )
+    return _weighted_replicates([*runs_a, *runs_b], weights, resamples, rng)
 
 
 def bootstrap_replicates(
@@ -112,6 +138,26 @@ def bootstrap_replicates(
         raise ValueError("no domains to resample")
     rng = np.random.default_rng(seed)
     recalls = np.mean([domain_replicates(runs, resamples, rng) for runs in domains], axis=0)
+    return np.concatenate([recalls, recalls.mean(axis=1, keepdims=True)], axis=1)
+
+
+def difference_replicates(
+    domains_a: Sequence[Sequence[RunRanks]],
+    domains_b: Sequence[Sequence[RunRanks]],
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = DEFAULT_SEED,
+) -> np.ndarray:
+    """(resamples, len(FIGURES)): A minus B, each figure averaged over domains (domain i of A paired with
+    domain i of B, each drawn as `domain_difference_replicates`); the last column is the difference of
+    the mean of the six recalls."""
+    if resamples < 1:
+        raise ValueError(f"resamples must be at least 1, got {resamples}")
+    if not domains_a or len(domains_a) != len(domains_b):
+        raise ValueError("a difference needs the same domains, in the same order, on both sides")
+    rng = np.random.default_rng(seed)
+    recalls = np.mean(
+        [domain_difference_replicates(a, b, resamples, rng) for a, b in zip(domains_a, domains_b, strict=True)], axis=0
+    )
     return np.concatenate([recalls, recalls.mean(axis=1, keepdims=True)], axis=1)
 
 
@@ -137,3 +183,15 @@ def recall_intervals(
     """Intervals of every figure: one domain with one run resamples its test items; one domain with
     several runs resamples seeds and items; several domains give the interval of their average."""
     return percentile_intervals(bootstrap_replicates(domains, resamples, seed), level)
+
+
+def difference_intervals(
+    domains_a: Sequence[Sequence[RunRanks]],
+    domains_b: Sequence[Sequence[RunRanks]],
+    resamples: int = DEFAULT_RESAMPLES,
+    level: float = DEFAULT_LEVEL,
+    seed: int = DEFAULT_SEED,
+) -> dict[str, tuple[float, float]]:
+    """Intervals of A minus B for every figure (paired over test items, seeds drawn per side); an interval
+    that contains 0 means the difference is inside the noise."""
+    return percentile_intervals(difference_replicates(domains_a, domains_b, resamples, seed), level)

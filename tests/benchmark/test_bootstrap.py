@@ -16,6 +16,8 @@ import pytest
 from benchmark.metrics.bootstrap import (
     FIGURES,
     bootstrap_replicates,
+    difference_intervals,
+    difference_replicates,
     percentile_interval,
     percentile_intervals,
     rank_classes,
@@ -207,3 +209,76 @@ def test_bad_arguments():
         recall_intervals([[]])
     with pytest.raises(ValueError, match="same test split"):
         recall_intervals([[([1, 2], [1, 2]), ([1, 2, 3], [1, 2, 3])]])
+
+
+def loop_difference_replicates(domains_a, domains_b, resamples: int, seed: int) -> np.ndarray:
+    """The paired difference written as loops over indices: per domain, one list of test-item indices
+    (with replacement) that both sides are scored on, each side's runs drawn on their own; A minus B,
+    then averaged over domains."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(resamples):
+        per_domain = []
+        for runs_a, runs_b in zip(domains_a, domains_b, strict=True):
+            items = len(runs_a[0][0])
+            picks = [int(rng.integers(items)) for _ in range(items)]
+            sides = []
+            for runs in (runs_a, runs_b):
+                chosen = [runs[int(rng.integers(len(runs)))] for _ in runs]
+                sides.append(figures_of([([i2t[p] for p in picks], [t2i[p] for p in picks]) for i2t, t2i in chosen]))
+            per_domain.append(np.subtract(*sides))
+        rows.append(np.mean(per_domain, axis=0))
+    return np.array(rows)
+
+
+@pytest.mark.parametrize("case", ["one seed each", "three seeds against two", "two domains"])
+def test_difference_matches_the_loop_over_item_indices(case):
+    rng = np.random.default_rng(23)
+    a, b = {
+        "one seed each": ([[random_run(rng, 40, 0.3)]], [[random_run(rng, 40, 0.25)]]),
+        "three seeds against two": ([[random_run(rng, 30, s) for s in (0.5, 0.2, 0.35)]],
+                                    [[random_run(rng, 30, s) for s in (0.3, 0.4)]]),
+        "two domains": ([[random_run(rng, 25, 0.5)], [random_run(rng, 35, 0.3), random_run(rng, 35, 0.2)]],
+                        [[random_run(rng, 25, 0.4)], [random_run(rng, 35, 0.3)]]),
+    }[case]
+    resamples = 4000
+    fast = difference_replicates(a, b, resamples=resamples, seed=1)
+    slow = loop_difference_replicates(a, b, resamples, seed=2)
+    assert fast.shape == slow.shape == (resamples, len(FIGURES))
+    step = 100 / min(len(ranks) for runs in a for run in runs for ranks in run)
+    slow_bounds = np.percentile(slow, [2.5, 97.5], axis=0)
+    for column, (figure, (low, high)) in enumerate(difference_intervals(a, b, resamples=resamples, seed=1).items()):
+        spread = slow[:, column].std()
+        assert fast[:, column].mean() == pytest.approx(slow[:, column].mean(), abs=0.1 * spread + 1e-9), figure
+        assert fast[:, column].std() == pytest.approx(spread, rel=0.08), figure
+        assert low == pytest.approx(slow_bounds[0, column], abs=0.3 * spread + step), figure
+        assert high == pytest.approx(slow_bounds[1, column], abs=0.3 * spread + step), figure
+
+
+def test_pairing_removes_the_noise_the_two_runs_share():
+    """Identical single runs differ by exactly 0 in every resample (items are drawn once for both), while
+    each run's own interval is wide; a run that is better on every item is better in every resample."""
+    rng = np.random.default_rng(4)
+    run = random_run(rng, 50, 0.3)
+    assert recall_intervals([[run]])["mean_recall"][1] - recall_intervals([[run]])["mean_recall"][0] > 5
+    assert all(bounds == (0.0, 0.0) for bounds in difference_intervals([[run]], [[run]]).values())
+    better = ([max(1, r - 3) for r in run[0]], [max(1, r - 3) for r in run[1]])
+    assert np.all(difference_replicates([[better]], [[run]], resamples=500)[:, -1] > 0)
+
+
+def test_difference_of_constant_runs_is_hand_computed():
+    hits, misses = ([1] * 4, [1] * 4), ([50] * 4, [50] * 4)
+    bounds = difference_intervals([[hits]], [[misses]])
+    assert bounds["i2t_r1"] == (100.0, 100.0) and bounds["mean_recall"] == (100.0, 100.0)
+    # Two domains: +100 in one, 0 in the other, averaged.
+    assert difference_intervals([[hits], [misses]], [[misses], [misses]])["t2i_r10"] == (50.0, 50.0)
+
+
+def test_difference_refuses_what_cannot_be_paired():
+    run = ([1, 2], [1, 2])
+    with pytest.raises(ValueError, match="same domains"):
+        difference_intervals([[run]], [[run], [run]])
+    with pytest.raises(ValueError, match="as many test items"):
+        difference_intervals([[run]], [[([1, 2, 3], [1, 2, 3])]])
+    with pytest.raises(ValueError, match="at least one run on each side"):
+        difference_intervals([[run]], [[]])
