@@ -10,6 +10,10 @@ the item part of the interval by about sqrt(S)). An AVG row does that in every d
 and averages the domains as the AVG itself does. The interval is the (1 - level) / 2 and
 (1 + level) / 2 quantiles of the resampled figures (numpy's linear interpolation).
 
+A difference between two run labels (`difference_intervals`) is a paired bootstrap: both were scored on
+the same test items, so one draw of items serves both sides, and each side's seeds are drawn on their own;
+most of an interval's width is which items were drawn, and a difference does not pay it twice.
+
 How it is vectorised: a resample's figures depend only on how many drawn items fall in each class of
 items, where an item's class is its rank class (rank 1, 2-5, 6-10, above 10 per direction) in every
 seed, so drawing N items with replacement is one multinomial draw of N over the class frequencies
