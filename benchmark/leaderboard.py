@@ -6,8 +6,9 @@ A measured cell is the mean ± std over seeds with a 95% interval over test item
 leaderboard_stats.py). With `reported`, the paper's numbers stand beside the run that follows the
 paper's recipe for the same method, with the difference; the paper's other methods become
 reported-only columns. The best measured value per row is marked `best`. Hard-negative accuracy by
-kind (where results have it) is a second table of the same shape. Rendering: leaderboard_render.py
-(md, latex, csv, json) and leaderboard_html.py.
+kind (where results have it) is a second table of the same shape. `differences` says, for every two
+measured runs, whether their AVG mean recalls differ beyond the noise (a paired bootstrap over the test
+items both were scored on). Rendering: leaderboard_render.py (md, latex, csv, json) and leaderboard_html.py.
 """
 
 from __future__ import annotations
@@ -29,8 +30,13 @@ from benchmark.leaderboard_reported import (
     PAPER_METHODS,
     load_reported,
 )
-from benchmark.leaderboard_stats import IntervalSettings, cell_generator, mean_std
-from benchmark.metrics.bootstrap import RECALL_FIGURES, domain_replicates, percentile_interval
+from benchmark.leaderboard_stats import IntervalSettings, cell_generator, mean_std, name_seed
+from benchmark.metrics.bootstrap import (
+    RECALL_FIGURES,
+    difference_intervals,
+    domain_replicates,
+    percentile_interval,
+)
 from fdrd.errors import FdrdError
 
 AVG = "AVG"
@@ -40,6 +46,9 @@ DIRECTION_NAMES = {"i2t": "image → text", "t2i": "text → image"}
 HARD_NEGATIVES = "hard_negatives"
 BEST_DECIMALS = 2  # "best" compares values as shown (2 decimals, as the paper), so shown ties are all bold
 KIND_ORDER = ("category", "attribute")  # the FDRD negative kinds first, any others after them
+# Runs up to which every pair is compared; above it, each run only with the next in the ranking and with
+# the best (a pair costs ~0.1 s per domain: 45 pairs of 10 runs are seconds, 435 of 30 would be minutes).
+ALL_PAIRS_UP_TO = 12
 
 
 @dataclass
@@ -82,6 +91,8 @@ class Leaderboard:
     notes: list[str]
     interval: dict[str, Any]
     reported: bool
+    # AVG mean recall, better run first: {"runs": [a, b], "difference", "interval": [low, high], "inside_noise"}
+    differences: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema": LEADERBOARD_SCHEMA, "schema_version": LEADERBOARD_SCHEMA_VERSION, **asdict(self)}
@@ -279,7 +290,34 @@ def build_leaderboard(
         notes=notes,
         interval=settings.describe(),
         reported=reported,
+        differences=_differences(labels, domains, grouped, averages, settings),
     )
+
+
+def _differences(labels, domains, grouped, averages, settings: IntervalSettings) -> list[dict[str, Any]]:
+    """Every two runs with an AVG and per-item ranks, the better one (by AVG mean recall) first: the
+    difference of their AVG mean recalls and its paired-bootstrap interval (benchmark/metrics/bootstrap.py
+    `difference_intervals`: test items drawn once for both, seeds per run); inside the noise when the
+    interval holds 0. Beyond ALL_PAIRS_UP_TO runs, each run is compared with the next and with the best."""
+    eligible = [label for label in labels if label in averages
+                and all(r.ranks is not None for d in domains for r in grouped[label][d])]
+    mean_recall = {label: float(np.mean([cell.mean for cell in averages[label].values()])) for label in eligible}
+    ordered = sorted(eligible, key=lambda label: -mean_recall[label])
+    if len(ordered) <= ALL_PAIRS_UP_TO:
+        pairs = [(a, b) for i, a in enumerate(ordered) for b in ordered[i + 1 :]]
+    else:
+        pairs = list(dict.fromkeys([*zip(ordered, ordered[1:], strict=False), *((ordered[0], b) for b in ordered[2:])]))
+
+    def runs(label: str) -> list[list[tuple[list[int], list[int]]]]:
+        return [[(r.ranks["i2t"], r.ranks["t2i"]) for r in sorted(grouped[label][d], key=lambda r: r.seed)] for d in domains]
+
+    found = []
+    for a, b in pairs:
+        low, high = difference_intervals(runs(a), runs(b), settings.resamples, settings.level,
+                                         seed=name_seed(settings, "difference", a, b))["mean_recall"]
+        found.append({"runs": [a, b], "difference": mean_recall[a] - mean_recall[b], "interval": [low, high],
+                      "inside_noise": low <= 0.0 <= high})
+    return found
 
 
 def _measured_cell(label: str | None, direction: str, domain: str, k: int, measured, averages) -> Cell:

@@ -12,7 +12,7 @@ import base64
 import html
 
 from benchmark.leaderboard import AVG, Cell, Column, Leaderboard, Row
-from benchmark.leaderboard_render import cell_text, k_text, sections, summary_lines
+from benchmark.leaderboard_render import DIFFERENCES_NOTE, cell_text, k_text, sections, summary_lines, verdict
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem; color: #222; }
@@ -120,6 +120,17 @@ def render_html(board: Leaderboard) -> str:
     for title, png in figures:
         source = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
         parts.append(f'<figure><img alt="{_e(title)}" src="{source}"><figcaption>{_e(title)}</figcaption></figure>')
+    if board.differences:
+        rows = "".join(
+            f'<tr data-runs="{_e(" / ".join(d["runs"]))}"><td>{_e(" − ".join(d["runs"]))}</td>'
+            f'<td data-value="{d["difference"]!r}">{d["difference"]:+.2f}</td>'
+            f'<td>[{d["interval"][0]:+.2f}, {d["interval"][1]:+.2f}]</td><td>{verdict(d)}</td></tr>'
+            for d in board.differences
+        )
+        parts += ["<h2>Which differences are inside the noise</h2>", f"<p>{_e(DIFFERENCES_NOTE)}</p>",
+                  '<table class="sortable" id="table-differences"><thead><tr><th aria-sort="none">runs</th>'
+                  '<th aria-sort="none">AVG mean recall difference</th><th aria-sort="none">95% interval</th>'
+                  f'<th aria-sort="none">verdict</th></tr></thead><tbody>{rows}</tbody></table>']
     parts.append("<h2>About these numbers</h2><ul>" + "".join(f"<li>{_e(line)}</li>" for line in summary_lines(board)) + "</ul>")
     parts.append(f"<script>{SCRIPT}</script></body></html>")
     return "\n".join(parts) + "\n"

@@ -32,6 +32,16 @@ def cell_text(cell: Cell, column: Column) -> str:
     return f"{cell.mean:.{DECIMALS}f} ± {cell.std:.{DECIMALS}f}"
 
 
+DIFFERENCES_NOTE = (
+    "Paired bootstrap of each difference: the test items drawn once for both runs (both were scored on them), "
+    "each run's seeds drawn on their own; inside the noise when the 95% interval holds 0."
+)
+
+
+def verdict(difference: dict) -> str:
+    return "inside the noise" if difference["inside_noise"] else "outside the noise"
+
+
 def k_text(row: Row) -> str:
     return f"R@{row.k}" if row.k is not None else str(row.kind)
 
@@ -86,6 +96,12 @@ def render_markdown(board: Leaderboard) -> str:
                 texts.append(f"**{text}**" if cell.best else text)
             domain = f"**{AVG}**" if row.domain == AVG else _md_escape(row.domain)
             lines.append("| " + " | ".join([domain, _md_escape(k_text(row)), *texts]) + " |")
+    if board.differences:
+        lines += ["", "## Which differences are inside the noise", "", DIFFERENCES_NOTE, ""]
+        lines += ["| runs | AVG mean recall difference | 95% interval | verdict |", "|:--|--:|:--|:--|"]
+        lines += [f"| {_md_escape(' − '.join(d['runs']))} | {d['difference']:+.{DECIMALS}f} | "
+                  f"[{d['interval'][0]:+.{DECIMALS}f}, {d['interval'][1]:+.{DECIMALS}f}] | {verdict(d)} |"
+                  for d in board.differences]
     lines += ["", "## About these numbers", ""] + [f"- {_md_escape(line)}" for line in summary_lines(board)]
     return "\n".join(lines) + "\n"
 

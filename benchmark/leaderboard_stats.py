@@ -41,7 +41,12 @@ def mean_std(values: Sequence[float]) -> tuple[float, float | None]:
     return mean, (statistics.stdev(values) if len(values) > 1 else None)
 
 
-def cell_generator(settings: IntervalSettings, *names: str) -> np.random.Generator:
-    """A generator seeded from the cell's names by sha256 (Python's hash() changes per process)."""
+def name_seed(settings: IntervalSettings, *names: str) -> int:
+    """A seed from names by sha256 (Python's hash() changes per process)."""
     digest = hashlib.sha256("/".join((settings.salt, *names)).encode()).digest()
-    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+    return int.from_bytes(digest[:8], "little")
+
+
+def cell_generator(settings: IntervalSettings, *names: str) -> np.random.Generator:
+    """A generator seeded from the cell's names."""
+    return np.random.default_rng(name_seed(settings, *names))

@@ -239,6 +239,40 @@ def test_an_interval_rounded_past_its_value_still_draws(tmp_path):
     assert "<img" in render(board, "html")
 
 
+def test_differences_are_paired_over_the_items_both_runs_were_scored_on(tmp_path):
+    runs = tmp_path / "runs"
+    # a's rank is at most b's on every item and smaller on eight of ten: a wins in every resample but one
+    # that draws only the two shared hits (odds 0.2^10). By hand: a's mean recall is (80 + 90 + 100) / 3
+    # = 90 in both directions, b's (20 + 30 + 40) / 3 = 30.
+    write_result(runs, "a", "dtd", 1, i2t=(8, 9, 10), t2i=(8, 9, 10))
+    write_result(runs, "b", "dtd", 1, i2t=(2, 3, 4), t2i=(2, 3, 4))
+    write_result(runs, "twin", "dtd", 1, i2t=(2, 3, 4), t2i=(2, 3, 4))
+    write_result(runs, "no-ranks", "dtd", 1, ranks=False)
+    board = build_leaderboard([runs])
+    found = {tuple(d["runs"]): d for d in board.differences}
+    assert set(found) == {("a", "b"), ("a", "twin"), ("b", "twin")}  # the run without ranks is left out
+    assert found["a", "b"]["difference"] == pytest.approx(60.0)
+    assert found["a", "b"]["interval"][0] > 0 and not found["a", "b"]["inside_noise"]
+    # Identical runs: every resample draws the same items for both, so the difference is exactly 0.
+    assert found["b", "twin"]["interval"] == [0.0, 0.0] and found["b", "twin"]["inside_noise"]
+    markdown = render(board, "md")
+    assert "## Which differences are inside the noise" in markdown
+    assert "| a − b | +60.00 | [+" in markdown and "| b − twin | +0.00 | [+0.00, +0.00] | inside the noise |" in markdown
+    assert 'id="table-differences"' in render(board, "html")
+    assert json.loads(render(board, "json"))["differences"][0]["runs"] == ["a", "b"]
+
+
+def test_many_runs_are_compared_with_the_next_and_with_the_best(tmp_path):
+    runs = tmp_path / "runs"
+    labels = [f"run{i:02d}" for i in range(14)]
+    for i, label in enumerate(labels):  # run00 best, run13 worst
+        hits = 10 - i // 2
+        write_result(runs, label, "dtd", 1, i2t=(hits - 4, hits - 2, hits), t2i=(hits - 4, hits - 2, hits), n=10)
+    pairs = [tuple(d["runs"]) for d in build_leaderboard([runs]).differences]
+    expected = {*zip(labels, labels[1:], strict=False), *((labels[0], b) for b in labels[2:])}
+    assert len(pairs) == len(expected) == 25 and set(pairs) == expected
+
+
 def test_the_same_table_in_two_processes(two_runs):
     outputs = [
         subprocess.run(
